@@ -1,0 +1,534 @@
+//! The per-call state machine, free of I/O.
+//!
+//! It takes events — a text frame from the phone, a frame from Gemini, a session opened or
+//! lost, a timer — and queues commands: frames for the phone, messages for Gemini, "open a
+//! session", "end the call". The task in [`super::task`] only pumps sockets and timers, so
+//! barge-in, turn-taking and reconnects are tested here without a socket.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::audio::{Downlink, PHONE_FRAME_BYTES, Uplink};
+use crate::gemini::SessionSetup;
+use crate::gemini::protocol::{self, FunctionCall, ServerContent, ServerMessage};
+use crate::telephony::{MediaStream, PhoneCommand, PhoneEvent, StreamStart};
+
+/// How long the provider may take to send `start` after the socket opens.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Caller audio kept while a Gemini session is being opened (16 kHz PCM16: 1 s).
+const MAX_PENDING_UPLINK_BYTES: usize = 32_000;
+/// Reconnect this long before a `goAway` deadline if no idle moment came first.
+const GO_AWAY_MARGIN: Duration = Duration::from_secs(5);
+/// Consecutive failed session re-openings after which the call ends.
+const MAX_RECONNECT_ATTEMPTS: u32 = 3;
+/// Bad messages logged per call before the log is sampled.
+const LOGGED_BAD_MESSAGES: u32 = 5;
+
+/// Who answers: a Gemini session, or the caller's own voice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bridge to Gemini Live.
+    Gemini,
+    /// Play the caller's audio back.
+    Echo,
+}
+
+/// Who said a transcript line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// The person on the phone.
+    Caller,
+    /// The Gemini agent.
+    Agent,
+}
+
+impl Speaker {
+    /// Lower-case name for logs and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Speaker::Caller => "caller",
+            Speaker::Agent => "agent",
+        }
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The provider reported the stream stopped or closed the socket.
+    CallerHungUp,
+    /// The provider never sent `start`.
+    NoStart,
+    /// A Gemini session could not be opened.
+    GeminiUnavailable(String),
+    /// Gemini closed the session and it could not be resumed.
+    GeminiClosed {
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason text.
+        reason: String,
+    },
+    /// The phone socket failed (oversized message, protocol error).
+    PhoneError(String),
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::CallerHungUp => f.write_str("caller hung up"),
+            EndReason::NoStart => f.write_str("provider sent no start message"),
+            EndReason::GeminiUnavailable(why) => write!(f, "Gemini unavailable: {why}"),
+            EndReason::GeminiClosed { code, reason } => {
+                write!(f, "Gemini closed the session: code {code} {reason:?}")
+            }
+            EndReason::PhoneError(why) => write!(f, "phone stream error: {why}"),
+        }
+    }
+}
+
+/// A command for the task around the machine.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// The stream started: the task decides the session setup and calls
+    /// [`CallMachine::open_session`] (Gemini mode only).
+    Started(StreamStart),
+    /// Send this text frame to the phone.
+    Phone(String),
+    /// Send this text frame to Gemini.
+    Gemini(String),
+    /// Close the current Gemini socket (before a resumption).
+    CloseGemini,
+    /// Open a Gemini session with this `setup` message, then report back with
+    /// [`CallMachine::gemini_ready`] or [`CallMachine::gemini_failed`].
+    ConnectGemini(String),
+    /// A finished transcript line.
+    Transcript(Speaker, String),
+    /// The model asked for function calls.
+    ToolCalls(Vec<FunctionCall>),
+    /// The model cancelled function calls.
+    CancelToolCalls(Vec<String>),
+    /// End the call: close both sockets.
+    End(EndReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingStart,
+    AwaitingSetup,
+    Connecting,
+    Live,
+    Reconnecting,
+    Ended,
+}
+
+/// One call's bridge logic.
+pub struct CallMachine {
+    mode: Mode,
+    phase: Phase,
+    stream: Box<dyn MediaStream>,
+    uplink: Uplink,
+    downlink: Downlink,
+    setup: Option<SessionSetup>,
+    outputs: VecDeque<Output>,
+    /// Reused buffers so the per-frame path does not allocate.
+    pcm16k: Vec<u8>,
+    pcm24k: Vec<u8>,
+    echo: Vec<u8>,
+    pending_uplink: Vec<u8>,
+    greeted: bool,
+    resume_handle: Option<String>,
+    resume_wanted: bool,
+    resume_deadline: Option<Instant>,
+    reconnect_attempts: u32,
+    start_deadline: Option<Instant>,
+    agent_speaking: bool,
+    turns: u32,
+    caller_line: String,
+    agent_line: String,
+    bad_messages: u32,
+}
+
+impl CallMachine {
+    /// A machine for a stream that has just opened at `now`.
+    pub fn new(mode: Mode, stream: Box<dyn MediaStream>, now: Instant) -> Self {
+        Self {
+            mode,
+            phase: Phase::AwaitingStart,
+            stream,
+            uplink: Uplink::new(),
+            downlink: Downlink::new(),
+            setup: None,
+            outputs: VecDeque::new(),
+            pcm16k: Vec::new(),
+            pcm24k: Vec::new(),
+            echo: Vec::new(),
+            pending_uplink: Vec::new(),
+            greeted: false,
+            resume_handle: None,
+            resume_wanted: false,
+            resume_deadline: None,
+            reconnect_attempts: 0,
+            start_deadline: Some(now + START_TIMEOUT),
+            agent_speaking: false,
+            turns: 0,
+            caller_line: String::new(),
+            agent_line: String::new(),
+            bad_messages: 0,
+        }
+    }
+
+    /// The next queued command, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.start_deadline, self.resume_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True once the call has ended; nothing more will be queued.
+    pub fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// True while the agent's audio is being sent and has not finished or been cut off.
+    pub fn agent_speaking(&self) -> bool {
+        self.agent_speaking
+    }
+
+    /// A text frame from the phone.
+    pub fn handle_phone_text(&mut self, text: &str) {
+        if self.is_ended() {
+            return;
+        }
+        let event = match self.stream.parse(text) {
+            Ok(event) => event,
+            Err(error) => {
+                let n = self.note_bad_message();
+                if n <= LOGGED_BAD_MESSAGES || n.is_power_of_two() {
+                    tracing::warn!(%error, bad_messages = n, "ignoring bad message from phone");
+                }
+                return;
+            }
+        };
+        match event {
+            PhoneEvent::Audio(mulaw) => {
+                // Split borrow: the codec's buffer is borrowed by `mulaw`, so work through
+                // the fields directly rather than through `&mut self` methods.
+                match (self.mode, self.phase) {
+                    (Mode::Echo, Phase::Live) => {
+                        self.echo.extend_from_slice(mulaw);
+                        let mut chunks = self.echo.chunks_exact(PHONE_FRAME_BYTES);
+                        for frame in &mut chunks {
+                            self.outputs
+                                .push_back(Output::Phone(self.stream.encode(PhoneCommand::Play(frame))));
+                        }
+                        let rest = chunks.remainder().len();
+                        let used = self.echo.len() - rest;
+                        self.echo.drain(..used);
+                    }
+                    (Mode::Gemini, Phase::Live) => {
+                        self.pcm16k.clear();
+                        self.uplink.push(mulaw, &mut self.pcm16k);
+                        let mut message = String::with_capacity(96 + self.pcm16k.len() * 4 / 3);
+                        protocol::write_audio_message(&self.pcm16k, &mut message);
+                        self.outputs.push_back(Output::Gemini(message));
+                    }
+                    (Mode::Gemini, Phase::Connecting | Phase::Reconnecting | Phase::AwaitingSetup) => {
+                        self.uplink.push(mulaw, &mut self.pending_uplink);
+                        let excess = self.pending_uplink.len().saturating_sub(MAX_PENDING_UPLINK_BYTES);
+                        if excess > 0 {
+                            // Keep the most recent second; whole samples only.
+                            self.pending_uplink.drain(..excess + excess % 2);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            PhoneEvent::Started(start) => self.on_started(start),
+            PhoneEvent::Dtmf(digit) => tracing::info!(%digit, "caller pressed a key"),
+            PhoneEvent::MarkPlayed(name) => tracing::debug!(%name, "playback reached mark"),
+            PhoneEvent::Cleared => tracing::debug!("provider cleared playback"),
+            PhoneEvent::Stopped => self.end(EndReason::CallerHungUp),
+            PhoneEvent::Ignored => {}
+        }
+    }
+
+    /// A binary frame from the phone: providers send none, so it is logged and dropped.
+    pub fn handle_phone_binary(&mut self) {
+        let n = self.note_bad_message();
+        if n <= LOGGED_BAD_MESSAGES {
+            tracing::warn!("ignoring binary frame from phone");
+        }
+    }
+
+    /// The phone socket ended or failed.
+    pub fn phone_closed(&mut self, error: Option<String>) {
+        self.end(match error {
+            Some(e) => EndReason::PhoneError(e),
+            None => EndReason::CallerHungUp,
+        });
+    }
+
+    /// Sets the session up (Gemini mode) once the task knows the call's prompt.
+    pub fn open_session(&mut self, setup: SessionSetup) {
+        if self.phase != Phase::AwaitingSetup {
+            return;
+        }
+        self.outputs
+            .push_back(Output::ConnectGemini(setup.to_message(None)));
+        self.setup = Some(setup);
+        self.phase = Phase::Connecting;
+    }
+
+    /// The Gemini session asked for is open (`setupComplete` arrived).
+    pub fn gemini_ready(&mut self) {
+        if !matches!(self.phase, Phase::Connecting | Phase::Reconnecting) {
+            return;
+        }
+        self.phase = Phase::Live;
+        self.reconnect_attempts = 0;
+        if !self.greeted {
+            self.greeted = true;
+            if let Some(setup) = &self.setup {
+                self.outputs.push_back(Output::Gemini(setup.greeting_message()));
+            }
+        }
+        // What the caller said while we connected, in chunks of at most 100 ms.
+        let pending = std::mem::take(&mut self.pending_uplink);
+        for chunk in pending.chunks(3_200) {
+            let mut message = String::new();
+            protocol::write_audio_message(chunk, &mut message);
+            self.outputs.push_back(Output::Gemini(message));
+        }
+    }
+
+    /// Opening a Gemini session failed.
+    pub fn gemini_failed(&mut self, why: String) {
+        if self.phase == Phase::Reconnecting && self.reconnect_attempts < MAX_RECONNECT_ATTEMPTS {
+            tracing::warn!(%why, attempt = self.reconnect_attempts, "resuming the Gemini session failed; retrying");
+            self.request_resume();
+            return;
+        }
+        self.end(EndReason::GeminiUnavailable(why));
+    }
+
+    /// The live Gemini socket closed (close frame, error or EOF).
+    pub fn gemini_closed(&mut self, code: u16, reason: String) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        // 1011 is a server fault or the connection deadline; both resume cleanly.
+        let resumable = code == 1011 && !reason.to_ascii_lowercase().contains("quota");
+        if resumable && self.resume_handle.is_some() && self.reconnect_attempts < MAX_RECONNECT_ATTEMPTS {
+            tracing::warn!(code, %reason, "Gemini connection lost; resuming the session");
+            self.outputs.push_back(Output::CloseGemini);
+            self.request_resume();
+            return;
+        }
+        self.end(EndReason::GeminiClosed { code, reason });
+    }
+
+    /// A frame (text or binary JSON) from Gemini.
+    pub fn handle_gemini_frame(&mut self, frame: &[u8]) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        let message: ServerMessage<'_> = match serde_json::from_slice(frame) {
+            Ok(m) => m,
+            Err(error) => {
+                let n = self.note_bad_message();
+                if n <= LOGGED_BAD_MESSAGES || n.is_power_of_two() {
+                    tracing::warn!(%error, "ignoring unreadable message from Gemini");
+                }
+                return;
+            }
+        };
+        // One message can carry several of these; handle each, never else-if.
+        if let Some(content) = message.server_content {
+            self.on_server_content(content);
+        }
+        if let Some(call) = message.tool_call
+            && !call.function_calls.is_empty()
+        {
+            self.outputs.push_back(Output::ToolCalls(call.function_calls));
+        }
+        if let Some(cancel) = message.tool_call_cancellation
+            && !cancel.ids.is_empty()
+        {
+            self.outputs.push_back(Output::CancelToolCalls(cancel.ids));
+        }
+        if let Some(update) = message.session_resumption_update
+            && update.resumable
+            && let Some(handle) = update.new_handle.filter(|h| !h.is_empty())
+        {
+            self.resume_handle = Some(handle);
+        }
+        if let Some(go_away) = message.go_away {
+            let left = go_away.seconds_left().unwrap_or(10.0);
+            tracing::info!(seconds_left = left, "Gemini will close this connection; resuming at the next pause");
+            self.resume_wanted = true;
+            let left = Duration::from_secs_f64(left.min(3_600.0));
+            self.resume_deadline = Some(Instant::now() + left.saturating_sub(GO_AWAY_MARGIN));
+            if !self.agent_speaking {
+                self.resume_now();
+            }
+        }
+    }
+
+    /// Sends a queued reply to Gemini (tool responses and the like).
+    pub fn send_to_gemini(&mut self, message: String) {
+        if self.phase == Phase::Live {
+            self.outputs.push_back(Output::Gemini(message));
+        }
+    }
+
+    /// Timers: no `start` in time, or a `goAway` deadline reached mid-turn.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.start_deadline.is_some_and(|d| now >= d) {
+            self.start_deadline = None;
+            if self.phase == Phase::AwaitingStart {
+                self.end(EndReason::NoStart);
+            }
+        }
+        if self.resume_deadline.is_some_and(|d| now >= d) {
+            self.resume_now();
+        }
+    }
+
+    fn on_started(&mut self, start: StreamStart) {
+        if self.phase != Phase::AwaitingStart {
+            return;
+        }
+        self.start_deadline = None;
+        self.phase = match self.mode {
+            Mode::Echo => Phase::Live,
+            Mode::Gemini => Phase::AwaitingSetup,
+        };
+        self.outputs.push_back(Output::Started(start));
+    }
+
+    fn on_server_content(&mut self, content: ServerContent<'_>) {
+        if let Some(turn) = content.model_turn {
+            for part in turn.parts {
+                let Some(blob) = part.inline_data else { continue };
+                if part.thought || !blob.mime_type.as_deref().is_none_or(|m| m.starts_with("audio/pcm")) {
+                    continue;
+                }
+                if let Err(error) = protocol::decode_audio(&blob.data, &mut self.pcm24k) {
+                    tracing::warn!(%error, "dropping undecodable audio from Gemini");
+                    continue;
+                }
+                if !self.agent_speaking {
+                    self.agent_speaking = true;
+                    self.flush_line(Speaker::Caller);
+                }
+                self.downlink.push(&self.pcm24k);
+                self.drain_frames();
+            }
+        }
+        if let Some(t) = content.input_transcription {
+            self.caller_line.push_str(&t.text);
+        }
+        if let Some(t) = content.output_transcription {
+            self.agent_line.push_str(&t.text);
+        }
+        if content.interrupted {
+            // Barge-in: nothing the model said before this may still reach the caller.
+            self.downlink.clear();
+            self.outputs
+                .push_back(Output::Phone(self.stream.encode(PhoneCommand::Clear)));
+            self.agent_speaking = false;
+            self.flush_line(Speaker::Agent);
+        }
+        if content.turn_complete {
+            if let Some(reason) = content.turn_complete_reason.as_deref() {
+                tracing::debug!(reason, "model turn complete");
+            }
+            if self.agent_speaking {
+                self.downlink.finish_turn();
+                self.drain_frames();
+                self.turns += 1;
+                let mark = format!("turn-{}", self.turns);
+                self.outputs
+                    .push_back(Output::Phone(self.stream.encode(PhoneCommand::Mark(&mark))));
+            }
+            self.agent_speaking = false;
+            self.flush_line(Speaker::Caller);
+            self.flush_line(Speaker::Agent);
+            if self.resume_wanted {
+                self.resume_now();
+            }
+        }
+    }
+
+    fn drain_frames(&mut self) {
+        while let Some(frame) = self.downlink.pop_frame() {
+            self.outputs
+                .push_back(Output::Phone(self.stream.encode(PhoneCommand::Play(&frame))));
+        }
+    }
+
+    fn flush_line(&mut self, speaker: Speaker) {
+        let line = match speaker {
+            Speaker::Caller => &mut self.caller_line,
+            Speaker::Agent => &mut self.agent_line,
+        };
+        let text = line.trim();
+        if !text.is_empty() {
+            let text = text.to_owned();
+            self.outputs.push_back(Output::Transcript(speaker, text));
+        }
+        line.clear();
+    }
+
+    fn resume_now(&mut self) {
+        if self.phase != Phase::Live || !self.resume_wanted && self.resume_deadline.is_none() {
+            return;
+        }
+        self.outputs.push_back(Output::CloseGemini);
+        self.request_resume();
+    }
+
+    fn request_resume(&mut self) {
+        // Audio of an unfinished turn cannot be resumed; the new session starts clean.
+        if self.agent_speaking {
+            self.downlink.finish_turn();
+            self.drain_frames();
+            self.agent_speaking = false;
+        }
+        let Some(setup) = &self.setup else {
+            return self.end(EndReason::GeminiUnavailable("no session to resume".into()));
+        };
+        let message = setup.to_message(self.resume_handle.as_deref());
+        self.reconnect_attempts += 1;
+        self.resume_wanted = false;
+        self.resume_deadline = None;
+        self.phase = Phase::Reconnecting;
+        self.outputs.push_back(Output::ConnectGemini(message));
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.flush_line(Speaker::Caller);
+        self.flush_line(Speaker::Agent);
+        self.phase = Phase::Ended;
+        self.start_deadline = None;
+        self.resume_deadline = None;
+        self.downlink.clear();
+        self.pending_uplink = Vec::new();
+        self.outputs.push_back(Output::End(reason));
+    }
+
+    fn note_bad_message(&mut self) -> u32 {
+        self.bad_messages = self.bad_messages.saturating_add(1);
+        self.bad_messages
+    }
+}

@@ -1,0 +1,110 @@
+//! Opening a Live session: WebSocket handshake with the key in a header, `setup`, and the
+//! wait for `setupComplete`.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::protocol::ServerMessage;
+use crate::config::GeminiConfig;
+
+/// An open Live session's socket.
+pub type GeminiSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Largest server message accepted; real audio chunks are tens of kilobytes.
+const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server answered the upgrade with an HTTP error (401/403 key, 429 quota, …).
+    #[error("Gemini refused the connection: HTTP {status} {body}")]
+    Refused {
+        /// HTTP status code.
+        status: u16,
+        /// Start of the response body, if any.
+        body: String,
+    },
+    /// Network or protocol failure.
+    #[error("could not reach Gemini: {0}")]
+    Transport(#[from] tungstenite::Error),
+    /// The server closed instead of completing setup (bad model, bad key, bad field).
+    #[error("Gemini closed the session during setup: code {code} {reason:?}")]
+    ClosedDuringSetup {
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason, the only diagnostic the server gives.
+        reason: String,
+    },
+    /// No `setupComplete` in time.
+    #[error("Gemini did not complete setup within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Connects to `config.live_url`, sends `setup_message` and waits for `setupComplete`,
+/// all within `config.setup_timeout`.
+pub async fn connect(config: &GeminiConfig, setup_message: &str) -> Result<GeminiSocket, ConnectError> {
+    tokio::time::timeout(config.setup_timeout, connect_inner(config, setup_message))
+        .await
+        .map_err(|_| ConnectError::Timeout(config.setup_timeout))?
+}
+
+async fn connect_inner(config: &GeminiConfig, setup_message: &str) -> Result<GeminiSocket, ConnectError> {
+    let mut request = config.live_url.as_str().into_client_request()?;
+    let key = HeaderValue::from_str(config.api_key.expose())
+        .map_err(|_| tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
+            "GEMINI_API_KEY contains characters not allowed in a header".into(),
+        )))?;
+    request.headers_mut().insert("x-goog-api-key", key);
+
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let (mut socket, _response) =
+        match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
+            Ok(ok) => ok,
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
+                    .unwrap_or_default();
+                return Err(ConnectError::Refused {
+                    status: response.status().as_u16(),
+                    body,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+    socket.send(Message::text(setup_message)).await?;
+
+    while let Some(frame) = socket.next().await {
+        let bytes = match frame? {
+            Message::Text(text) => bytes::Bytes::from(text),
+            Message::Binary(bytes) => bytes,
+            Message::Close(close) => {
+                let (code, reason) = close
+                    .map(|c| (u16::from(c.code), c.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return Err(ConnectError::ClosedDuringSetup { code, reason });
+            }
+            _ => continue,
+        };
+        match serde_json::from_slice::<ServerMessage<'_>>(&bytes) {
+            Ok(msg) if msg.setup_complete.is_some() => return Ok(socket),
+            Ok(_) => tracing::debug!("message before setupComplete ignored"),
+            Err(e) => tracing::warn!(error = %e, "unreadable message before setupComplete"),
+        }
+    }
+    Err(ConnectError::ClosedDuringSetup {
+        code: 1006,
+        reason: "connection ended".into(),
+    })
+}

@@ -1,0 +1,7 @@
+//! The Gemini Live side: protocol types and the session client.
+
+pub mod client;
+pub mod protocol;
+
+pub use client::{ConnectError, GeminiSocket, connect};
+pub use protocol::{ServerMessage, SessionSetup};

@@ -1,0 +1,394 @@
+//! Gemini Live (BidiGenerateContent) messages, as `../shared/protocols/gemini-live.md`
+//! describes them.
+//!
+//! Server messages are parsed into structs whose fields are all optional, because one
+//! message can carry several things at once (audio, a transcript and usage together) and
+//! Google adds fields over time. Client messages on the hot path are written by hand into
+//! a reused buffer.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::GeminiConfig;
+use crate::telephony::{BASE64, json_string};
+
+/// MIME type of the audio we send: 16-bit little-endian PCM at 16 kHz.
+pub const INPUT_AUDIO_MIME: &str = "audio/pcm;rate=16000";
+
+/// What a session is set up with.
+#[derive(Debug, Clone)]
+pub struct SessionSetup {
+    /// `models/<id>` or a full resource name.
+    pub model: String,
+    /// Prebuilt voice name.
+    pub voice: String,
+    /// Optional BCP-47 language code.
+    pub language: Option<String>,
+    /// The agent's system prompt.
+    pub system_instruction: String,
+    /// Function declarations offered to the model (empty: no tools).
+    pub function_declarations: Vec<Value>,
+}
+
+impl SessionSetup {
+    /// A setup for `config`'s model and voice with the given prompt.
+    pub fn new(config: &GeminiConfig, system_instruction: String) -> Self {
+        Self {
+            model: model_resource(&config.model),
+            voice: config.voice.clone(),
+            language: config.language.clone(),
+            system_instruction,
+            function_declarations: Vec::new(),
+        }
+    }
+
+    /// The `{"setup":…}` message; `resume_handle` resumes an earlier session.
+    ///
+    /// Only fields every current Live model accepts are sent: 3.8 rejects
+    /// `thinkingConfig`, `enableAffectiveDialog` and `proactivity` (protocol §7.3).
+    pub fn to_message(&self, resume_handle: Option<&str>) -> String {
+        let mut speech = json!({"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": self.voice}}});
+        if let Some(language) = &self.language {
+            speech["languageCode"] = json!(language);
+        }
+        let resumption = match resume_handle {
+            Some(handle) => json!({"handle": handle}),
+            None => json!({}),
+        };
+        let mut setup = json!({
+            "model": self.model,
+            "generationConfig": {"responseModalities": ["AUDIO"], "speechConfig": speech},
+            "systemInstruction": {"parts": [{"text": self.system_instruction}]},
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+            "sessionResumption": resumption,
+            // Without compression an audio session is cut at 15 minutes.
+            "contextWindowCompression": {"slidingWindow": {}},
+        });
+        if !self.function_declarations.is_empty() {
+            setup["tools"] = json!([{"functionDeclarations": self.function_declarations}]);
+        }
+        json!({"setup": setup}).to_string()
+    }
+
+    /// The message that makes the model greet the caller as soon as the call connects.
+    ///
+    /// 3.x models take typed input as `realtimeInput.text`; 2.5 models take `clientContent`.
+    pub fn greeting_message(&self) -> String {
+        const CUE: &str =
+            "[The phone call has just been connected. Greet the caller now, briefly.]";
+        if self.model.contains("gemini-2") {
+            json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": CUE}]}], "turnComplete": true}})
+                .to_string()
+        } else {
+            json!({"realtimeInput": {"text": CUE}}).to_string()
+        }
+    }
+}
+
+/// `models/<id>` unless the id already names a resource.
+pub fn model_resource(model: &str) -> String {
+    if model.contains('/') {
+        model.to_owned()
+    } else {
+        format!("models/{model}")
+    }
+}
+
+/// Writes `{"realtimeInput":{"audio":{…}}}` for 16 kHz PCM into `out` (cleared first).
+pub fn write_audio_message(pcm16k: &[u8], out: &mut String) {
+    out.clear();
+    out.push_str("{\"realtimeInput\":{\"audio\":{\"mimeType\":\"");
+    out.push_str(INPUT_AUDIO_MIME);
+    out.push_str("\",\"data\":\"");
+    BASE64.encode_string(pcm16k, out);
+    out.push_str("\"}}}");
+}
+
+/// A `toolResponse` answering one function call.
+pub fn tool_response_message(id: &str, name: &str, response: &Value) -> String {
+    format!(
+        "{{\"toolResponse\":{{\"functionResponses\":[{{\"id\":{},\"name\":{},\"response\":{}}}]}}}}",
+        json_string(id),
+        json_string(name),
+        response
+    )
+}
+
+/// One message from the server. Every field may be present or not, in any combination.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerMessage<'a> {
+    /// The session is ready.
+    #[serde(default)]
+    pub setup_complete: Option<Value>,
+    /// Model output and turn signals.
+    #[serde(default, borrow)]
+    pub server_content: Option<ServerContent<'a>>,
+    /// The model asks us to run functions.
+    #[serde(default)]
+    pub tool_call: Option<ToolCall>,
+    /// Earlier function calls should not run after all.
+    #[serde(default)]
+    pub tool_call_cancellation: Option<ToolCallCancellation>,
+    /// The connection will be cut soon.
+    #[serde(default)]
+    pub go_away: Option<GoAway>,
+    /// A new handle to resume this session with.
+    #[serde(default)]
+    pub session_resumption_update: Option<SessionResumptionUpdate>,
+    /// Token accounting; can accompany any other field.
+    #[serde(default)]
+    pub usage_metadata: Option<Value>,
+}
+
+/// `serverContent`: audio, transcripts and turn signals.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerContent<'a> {
+    /// Model output parts.
+    #[serde(default, borrow)]
+    pub model_turn: Option<ModelTurn<'a>>,
+    /// The model finished generating this turn.
+    #[serde(default)]
+    pub generation_complete: bool,
+    /// The model's turn is over.
+    #[serde(default)]
+    pub turn_complete: bool,
+    /// The caller barged in; drop queued audio.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// Transcript of the caller's speech.
+    #[serde(default)]
+    pub input_transcription: Option<Transcription>,
+    /// Transcript of the model's speech.
+    #[serde(default)]
+    pub output_transcription: Option<Transcription>,
+    /// Why a turn ended, when it says.
+    #[serde(default)]
+    pub turn_complete_reason: Option<String>,
+}
+
+/// `modelTurn`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ModelTurn<'a> {
+    /// Content parts.
+    #[serde(default, borrow)]
+    pub parts: Vec<Part<'a>>,
+}
+
+/// One content part.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Part<'a> {
+    /// Inline audio.
+    #[serde(default, borrow)]
+    pub inline_data: Option<Blob<'a>>,
+    /// Text (thinking or TEXT modality); not spoken.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// True for thinking parts.
+    #[serde(default)]
+    pub thought: bool,
+}
+
+/// Base64 data with its MIME type.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blob<'a> {
+    /// e.g. `audio/pcm;rate=24000`.
+    #[serde(default, borrow)]
+    pub mime_type: Option<Cow<'a, str>>,
+    /// Base64 (standard or URL-safe).
+    #[serde(default, borrow)]
+    pub data: Cow<'a, str>,
+}
+
+/// A transcript fragment.
+#[derive(Debug, Default, Deserialize)]
+pub struct Transcription {
+    /// The text.
+    #[serde(default)]
+    pub text: String,
+    /// End of a segment, when the model says so (unreliable).
+    #[serde(default)]
+    pub finished: bool,
+}
+
+/// `toolCall`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolCall {
+    /// Calls to run, possibly in parallel.
+    #[serde(default)]
+    pub function_calls: Vec<FunctionCall>,
+}
+
+/// One function call.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+pub struct FunctionCall {
+    /// Echoed in the response.
+    #[serde(default)]
+    pub id: String,
+    /// Function name.
+    #[serde(default)]
+    pub name: String,
+    /// Arguments object.
+    #[serde(default)]
+    pub args: Value,
+}
+
+/// `toolCallCancellation`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallCancellation {
+    /// Ids of calls to cancel.
+    #[serde(default)]
+    pub ids: Vec<String>,
+}
+
+/// `goAway`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GoAway {
+    /// Protobuf duration, e.g. `"50s"` or `"1.5s"`.
+    #[serde(default)]
+    pub time_left: Option<String>,
+}
+
+impl GoAway {
+    /// Seconds left before the server cuts the connection, if readable.
+    pub fn seconds_left(&self) -> Option<f64> {
+        let text = self.time_left.as_deref()?.trim();
+        let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
+        (seconds.is_finite() && seconds >= 0.0).then_some(seconds)
+    }
+}
+
+/// `sessionResumptionUpdate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionResumptionUpdate {
+    /// The handle to resume from.
+    #[serde(default)]
+    pub new_handle: Option<String>,
+    /// Whether the session can be resumed at this point.
+    #[serde(default)]
+    pub resumable: bool,
+}
+
+/// Decodes base64 audio in either alphabet into `out` (cleared first).
+pub fn decode_audio(data: &str, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
+    out.clear();
+    if data.contains(['-', '_']) {
+        let url_safe = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::URL_SAFE,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        url_safe.decode_vec(data, out)
+    } else {
+        BASE64.decode_vec(data, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use std::time::Duration;
+
+    fn config(model: &str) -> GeminiConfig {
+        GeminiConfig {
+            api_key: Secret::new("k"),
+            model: model.into(),
+            voice: "Puck".into(),
+            language: Some("en-US".into()),
+            live_url: "ws://x".into(),
+            setup_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn setup_turns_on_transcripts_and_resumption() {
+        let setup = SessionSetup::new(&config("gemini-3.8-live"), "Be brief.".into());
+        let msg: Value = serde_json::from_str(&setup.to_message(None)).unwrap();
+        let s = &msg["setup"];
+        assert_eq!(s["model"], "models/gemini-3.8-live");
+        assert_eq!(s["generationConfig"]["responseModalities"], json!(["AUDIO"]));
+        assert_eq!(
+            s["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
+            "Puck"
+        );
+        assert_eq!(s["generationConfig"]["speechConfig"]["languageCode"], "en-US");
+        assert_eq!(s["systemInstruction"]["parts"][0]["text"], "Be brief.");
+        assert_eq!(s["inputAudioTranscription"], json!({}));
+        assert_eq!(s["outputAudioTranscription"], json!({}));
+        assert_eq!(s["sessionResumption"], json!({}));
+        assert!(s.get("tools").is_none());
+        assert!(s["generationConfig"].get("thinkingConfig").is_none());
+
+        let resumed: Value = serde_json::from_str(&setup.to_message(Some("h1"))).unwrap();
+        assert_eq!(resumed["setup"]["sessionResumption"]["handle"], "h1");
+    }
+
+    #[test]
+    fn greeting_matches_the_model_generation() {
+        let new = SessionSetup::new(&config("gemini-3.8-live"), String::new());
+        assert!(new.greeting_message().starts_with("{\"realtimeInput\":{\"text\""));
+        let old = SessionSetup::new(&config("gemini-2.5-flash-native-audio-latest"), String::new());
+        assert!(old.greeting_message().starts_with("{\"clientContent\""));
+    }
+
+    #[test]
+    fn audio_message_is_realtime_input_audio() {
+        let mut out = String::new();
+        write_audio_message(&[1, 0, 2, 0], &mut out);
+        let msg: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            msg,
+            json!({"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"AQACAA=="}}})
+        );
+    }
+
+    #[test]
+    fn bundled_server_message_is_read_whole() {
+        let raw = r#"{"serverContent":{"modelTurn":{"role":"model","parts":[{"inlineData":{"mimeType":"audio/pcm;rate=24000","data":"AAA="}}]},"outputTranscription":{"text":"hi"},"turnComplete":true},"usageMetadata":{"totalTokenCount":3},"futureField":1}"#;
+        let msg: ServerMessage<'_> = serde_json::from_str(raw).unwrap();
+        let content = msg.server_content.unwrap();
+        assert!(content.turn_complete);
+        assert_eq!(content.output_transcription.unwrap().text, "hi");
+        assert_eq!(content.model_turn.unwrap().parts[0].inline_data.as_ref().unwrap().data, "AAA=");
+        assert!(msg.usage_metadata.is_some());
+    }
+
+    #[test]
+    fn go_away_durations() {
+        let g = |t: &str| GoAway { time_left: Some(t.into()) }.seconds_left();
+        assert_eq!(g("50s"), Some(50.0));
+        assert_eq!(g("1.5s"), Some(1.5));
+        assert_eq!(g("soon"), None);
+        assert_eq!(g("-1s"), None);
+    }
+
+    #[test]
+    fn both_base64_alphabets_decode() {
+        let mut out = Vec::new();
+        decode_audio("_-8=", &mut out).unwrap();
+        assert_eq!(out, [0xFF, 0xEF]);
+        decode_audio("/+8", &mut out).unwrap();
+        assert_eq!(out, [0xFF, 0xEF]);
+        assert!(decode_audio("***", &mut out).is_err());
+    }
+
+    #[test]
+    fn tool_response_echoes_id_and_name() {
+        let msg: Value = serde_json::from_str(&tool_response_message("fc-1", "f", &json!({"result": 1}))).unwrap();
+        assert_eq!(
+            msg,
+            json!({"toolResponse":{"functionResponses":[{"id":"fc-1","name":"f","response":{"result":1}}]}})
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! gemini-phone: a Google Gemini Live voice agent on a Twilio or Plivo phone number.
+//!
+//! A provider's answer webhook is answered with XML that opens a bidirectional μ-law media
+//! stream; each stream runs one task that bridges it to a Gemini Live session.
+
+pub mod audio;
+pub mod bridge;
+pub mod config;
+pub mod gemini;
+pub mod server;
+pub mod telephony;

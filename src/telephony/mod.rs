@@ -1,0 +1,215 @@
+//! The provider-neutral call interface.
+//!
+//! A provider turns its answer webhook into [`CallInfo`] and answer XML, and its media-stream
+//! WebSocket messages into [`PhoneEvent`]s; it turns [`PhoneCommand`]s back into its own
+//! messages. The bridge speaks only these types, so a new provider is one new file that
+//! implements [`Provider`] and [`MediaStream`], plus one line in [`provider_by_name`].
+
+pub mod plivo;
+pub mod twilio;
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+
+/// Who placed the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The caller dialled our number.
+    Inbound,
+    /// We dialled out.
+    Outbound,
+}
+
+impl Direction {
+    /// Lower-case name, as used in stream parameters and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+
+    /// Reads a provider's direction value (`inbound`, `outbound`, `outbound-api`, …).
+    pub fn parse(value: &str) -> Direction {
+        if value.starts_with("outbound") {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        }
+    }
+}
+
+/// What an answer webhook tells us about a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The provider's id for the call (Twilio `CallSid`, Plivo `CallUUID`).
+    pub provider_call_id: String,
+    /// Calling number.
+    pub from: String,
+    /// Called number.
+    pub to: String,
+    /// Inbound or outbound.
+    pub direction: Direction,
+}
+
+/// The parameters carried from the answer webhook into the media stream's `start` message.
+pub type StreamParams = HashMap<String, String>;
+
+/// What the provider says when its media stream starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStart {
+    /// The provider's call id.
+    pub call_id: String,
+    /// The provider's stream id, needed on control messages.
+    pub stream_id: String,
+    /// Parameters we put in the answer XML (Twilio `customParameters`, Plivo `extra_headers`).
+    pub params: StreamParams,
+}
+
+/// One inbound media-stream message, in neutral terms.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PhoneEvent<'a> {
+    /// The stream started; carries ids and our parameters.
+    Started(StreamStart),
+    /// Caller audio: μ-law 8 kHz bytes (borrowed from the stream's decode buffer).
+    Audio(&'a [u8]),
+    /// The caller pressed a key.
+    Dtmf(String),
+    /// Everything queued before the named mark (Twilio) / checkpoint (Plivo) was played.
+    MarkPlayed(String),
+    /// The provider confirmed a clear.
+    Cleared,
+    /// The stream ended (call hung up or stream stopped).
+    Stopped,
+    /// A message that needs no action (Twilio `connected`, unknown future events).
+    Ignored,
+}
+
+/// One outbound command to the phone, in neutral terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhoneCommand<'a> {
+    /// Play one 20 ms μ-law frame.
+    Play(&'a [u8]),
+    /// Drop everything queued for playback (barge-in).
+    Clear,
+    /// Ask to be told when everything queued so far has played.
+    Mark(&'a str),
+}
+
+/// A media-stream message the provider sent that we could not use.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A `media` payload that is not base64.
+    #[error("bad base64 audio payload: {0}")]
+    BadPayload(#[from] base64::DecodeError),
+    /// A required field is missing.
+    #[error("`{event}` message without `{field}`")]
+    Missing {
+        /// The event name.
+        event: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+/// One live media stream's message codec: parse what arrives, encode what we send.
+pub trait MediaStream: Send {
+    /// Parses one text frame from the provider.
+    fn parse(&mut self, text: &str) -> Result<PhoneEvent<'_>, StreamError>;
+    /// Encodes one command as a text frame for the provider.
+    fn encode(&self, command: PhoneCommand<'_>) -> String;
+}
+
+/// A telephony provider: its webhooks, answer XML and stream codec.
+pub trait Provider: Send + Sync + 'static {
+    /// Route segment and log name (`twilio`, `plivo`).
+    fn name(&self) -> &'static str;
+    /// Reads the answer webhook's parameters.
+    fn call_info(&self, params: &HashMap<String, String>) -> Option<CallInfo>;
+    /// The XML that connects the call to a bidirectional μ-law 8 kHz stream at `stream_url`,
+    /// carrying `params` into the stream's start message.
+    fn answer_xml(&self, stream_url: &str, params: &[(&str, &str)]) -> String;
+    /// A codec for one new media stream.
+    fn media_stream(&self) -> Box<dyn MediaStream>;
+}
+
+/// The provider served under `/{name}/…`, if any.
+pub fn provider_by_name(name: &str) -> Option<&'static dyn Provider> {
+    match name {
+        "twilio" => Some(&twilio::Twilio),
+        "plivo" => Some(&plivo::Plivo),
+        _ => None,
+    }
+}
+
+/// Base64 that accepts payloads with or without padding, as providers differ.
+pub(crate) const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Decodes a base64 audio payload into `buffer`, reusing its allocation.
+pub(crate) fn decode_payload<'b>(
+    payload: &str,
+    buffer: &'b mut Vec<u8>,
+) -> Result<&'b [u8], StreamError> {
+    buffer.clear();
+    BASE64.decode_vec(payload, buffer)?;
+    Ok(buffer)
+}
+
+/// Escapes text for an XML attribute value or element body.
+pub(crate) fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON string literal (with quotes) for `text`, for hand-built hot-path messages.
+pub(crate) fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// Appends the base64 of `audio` to `out`.
+pub(crate) fn push_base64(audio: &[u8], out: &mut String) {
+    BASE64.encode_string(audio, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_escape_covers_markup() {
+        assert_eq!(xml_escape(r#"a&b<c>"d'"#), "a&amp;b&lt;c&gt;&quot;d&apos;");
+    }
+
+    #[test]
+    fn directions_parse_provider_spellings() {
+        assert_eq!(Direction::parse("outbound-api"), Direction::Outbound);
+        assert_eq!(Direction::parse("outbound"), Direction::Outbound);
+        assert_eq!(Direction::parse("inbound"), Direction::Inbound);
+    }
+
+    #[test]
+    fn providers_are_found_by_route_name() {
+        assert_eq!(provider_by_name("twilio").map(|p| p.name()), Some("twilio"));
+        assert_eq!(provider_by_name("plivo").map(|p| p.name()), Some("plivo"));
+        assert!(provider_by_name("telnyx").is_none());
+    }
+}

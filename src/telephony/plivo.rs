@@ -1,0 +1,280 @@
+//! Plivo Audio Streams: `<Stream bidirectional="true">` XML and the stream protocol.
+//!
+//! Plivo sends no `connected`; `start` comes first, counters are JSON numbers, and our
+//! parameters come back as one raw `extra_headers` string. We send `playAudio`,
+//! `checkpoint` and `clearAudio`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{
+    CallInfo, Direction, MediaStream, PhoneCommand, PhoneEvent, Provider, StreamError,
+    StreamParams, StreamStart, decode_payload, json_string, push_base64, xml_escape,
+};
+
+/// The Plivo provider.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plivo;
+
+impl Provider for Plivo {
+    fn name(&self) -> &'static str {
+        "plivo"
+    }
+
+    fn call_info(&self, params: &HashMap<String, String>) -> Option<CallInfo> {
+        Some(CallInfo {
+            provider_call_id: params.get("CallUUID")?.clone(),
+            from: params.get("From").cloned().unwrap_or_default(),
+            to: params.get("To").cloned().unwrap_or_default(),
+            direction: Direction::parse(params.get("Direction").map_or("inbound", String::as_str)),
+        })
+    }
+
+    fn answer_xml(&self, stream_url: &str, params: &[(&str, &str)]) -> String {
+        // Plivo accepts only [A-Za-z0-9] in extraHeaders keys and values.
+        let extra = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", alphanumeric(k), alphanumeric(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let extra_attr = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" extraHeaders=\"{extra}\"")
+        };
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Stream bidirectional=\"true\" keepCallAlive=\"true\" audioTrack=\"inbound\" contentType=\"audio/x-mulaw;rate=8000\"{extra_attr}>{}</Stream></Response>",
+            xml_escape(stream_url)
+        )
+    }
+
+    fn media_stream(&self) -> Box<dyn MediaStream> {
+        Box::new(PlivoStream::default())
+    }
+}
+
+/// One Plivo audio stream.
+#[derive(Debug, Default)]
+pub struct PlivoStream {
+    /// The stream id, JSON-escaped, learnt from `start`.
+    stream_id_json: String,
+    audio: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Inbound<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    media: Option<Media<'a>>,
+    #[serde(default)]
+    start: Option<Start>,
+    #[serde(default)]
+    dtmf: Option<Dtmf>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    extra_headers: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Media<'a> {
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Start {
+    call_id: String,
+    stream_id: String,
+}
+
+#[derive(Deserialize)]
+struct Dtmf {
+    digit: String,
+}
+
+impl MediaStream for PlivoStream {
+    fn parse(&mut self, text: &str) -> Result<PhoneEvent<'_>, StreamError> {
+        let message: Inbound<'_> = serde_json::from_str(text)?;
+        Ok(match message.event.as_ref() {
+            "media" => {
+                let media = message.media.ok_or(StreamError::Missing {
+                    event: "media",
+                    field: "media",
+                })?;
+                PhoneEvent::Audio(decode_payload(&media.payload, &mut self.audio)?)
+            }
+            "start" => {
+                let start = message.start.ok_or(StreamError::Missing {
+                    event: "start",
+                    field: "start",
+                })?;
+                self.stream_id_json = json_string(&start.stream_id);
+                PhoneEvent::Started(StreamStart {
+                    call_id: start.call_id,
+                    stream_id: start.stream_id,
+                    params: message
+                        .extra_headers
+                        .map(parse_extra_headers)
+                        .unwrap_or_default(),
+                })
+            }
+            // Older Plivo documentation names the checkpoint reply `played`.
+            "playedStream" | "played" => PhoneEvent::MarkPlayed(message.name.ok_or(
+                StreamError::Missing {
+                    event: "playedStream",
+                    field: "name",
+                },
+            )?),
+            "clearedAudio" => PhoneEvent::Cleared,
+            "dtmf" => PhoneEvent::Dtmf(
+                message
+                    .dtmf
+                    .ok_or(StreamError::Missing {
+                        event: "dtmf",
+                        field: "dtmf",
+                    })?
+                    .digit,
+            ),
+            "stop" => PhoneEvent::Stopped,
+            _ => PhoneEvent::Ignored,
+        })
+    }
+
+    fn encode(&self, command: PhoneCommand<'_>) -> String {
+        let id = &self.stream_id_json;
+        match command {
+            PhoneCommand::Play(frame) => {
+                let mut out = String::with_capacity(110 + frame.len() * 4 / 3);
+                out.push_str("{\"event\":\"playAudio\",\"media\":{\"contentType\":\"audio/x-mulaw\",\"sampleRate\":8000,\"payload\":\"");
+                push_base64(frame, &mut out);
+                out.push_str("\"}}");
+                out
+            }
+            PhoneCommand::Clear => format!("{{\"event\":\"clearAudio\",\"streamId\":{id}}}"),
+            PhoneCommand::Mark(name) => format!(
+                "{{\"event\":\"checkpoint\",\"streamId\":{id},\"name\":{}}}",
+                json_string(name)
+            ),
+        }
+    }
+}
+
+/// `extra_headers` arrives as a JSON object, a JSON-object string, or `k=v` pairs joined by
+/// `;` or `,` (Plivo's documents disagree), so accept all of them.
+fn parse_extra_headers(value: serde_json::Value) -> StreamParams {
+    let text = match value {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Object(map) => return object_params(map),
+        _ => return StreamParams::new(),
+    };
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text) {
+        return object_params(map);
+    }
+    text.split([';', ','])
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+fn object_params(map: serde_json::Map<String, serde_json::Value>) -> StreamParams {
+    map.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
+}
+
+fn alphanumeric(text: &str) -> String {
+    text.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn started() -> PlivoStream {
+        let mut stream = PlivoStream::default();
+        let start = json!({"event":"start","sequenceNumber":1,"start":{
+            "callId":"c-1","streamId":"s-1","accountId":"MA1","tracks":["inbound"],
+            "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000}},
+            "extra_headers":"direction=inbound;from=14155550100"});
+        match stream.parse(&start.to_string()).unwrap() {
+            PhoneEvent::Started(s) => {
+                assert_eq!(s.call_id, "c-1");
+                assert_eq!(s.stream_id, "s-1");
+                assert_eq!(s.params["from"], "14155550100");
+                assert_eq!(s.params["direction"], "inbound");
+            }
+            other => panic!("expected start, got {other:?}"),
+        }
+        stream
+    }
+
+    #[test]
+    fn media_and_controls_are_read() {
+        let mut stream = started();
+        let media = r#"{"event":"media","sequenceNumber":42,"streamId":"s-1","media":{"track":"inbound","timestamp":"1705312200000","chunk":41,"payload":"AAEC"},"extra_headers":"a=1"}"#;
+        assert_eq!(stream.parse(media).unwrap(), PhoneEvent::Audio(&[0, 1, 2]));
+        let played = r#"{"event":"playedStream","sequenceNumber":50,"streamId":"s-1","name":"turn-1"}"#;
+        assert_eq!(stream.parse(played).unwrap(), PhoneEvent::MarkPlayed("turn-1".into()));
+        let cleared = r#"{"event":"clearedAudio","sequenceNumber":51,"streamId":"s-1"}"#;
+        assert_eq!(stream.parse(cleared).unwrap(), PhoneEvent::Cleared);
+        let dtmf = r#"{"event":"dtmf","sequenceNumber":7,"streamId":"s-1","dtmf":{"track":"inbound","digit":"5","timestamp":"1"}}"#;
+        assert_eq!(stream.parse(dtmf).unwrap(), PhoneEvent::Dtmf("5".into()));
+        assert_eq!(stream.parse(r#"{"event":"stop","reason":"hangup"}"#).unwrap(), PhoneEvent::Stopped);
+    }
+
+    #[test]
+    fn extra_headers_in_every_documented_form() {
+        for raw in [
+            json!("a=1;b=2"),
+            json!("a=1,b=2"),
+            json!("{\"a\":\"1\",\"b\":2}"),
+            json!({"a":"1","b":2}),
+        ] {
+            let params = parse_extra_headers(raw.clone());
+            assert_eq!(params.get("a").map(String::as_str), Some("1"), "{raw}");
+            assert_eq!(params.get("b").map(String::as_str), Some("2"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut stream = started();
+        assert!(stream.parse("\u{0}").is_err());
+        assert!(stream.parse(r#"{"event":"media","media":{"payload":"@@"}}"#).is_err());
+        assert!(stream.parse(r#"{"event":"playedStream"}"#).is_err());
+        assert_eq!(stream.parse(r#"{"event":"muteStream"}"#).unwrap(), PhoneEvent::Ignored);
+    }
+
+    #[test]
+    fn commands_use_plivo_shapes() {
+        let stream = started();
+        let play: Value = serde_json::from_str(&stream.encode(PhoneCommand::Play(&[0xFF; 160]))).unwrap();
+        assert_eq!(play["event"], "playAudio");
+        assert_eq!(play["media"]["contentType"], "audio/x-mulaw");
+        assert_eq!(play["media"]["sampleRate"], 8000);
+        assert_eq!(play["media"]["payload"].as_str().unwrap().len(), 216);
+        let clear: Value = serde_json::from_str(&stream.encode(PhoneCommand::Clear)).unwrap();
+        assert_eq!(clear, json!({"event":"clearAudio","streamId":"s-1"}));
+        let mark: Value = serde_json::from_str(&stream.encode(PhoneCommand::Mark("t1"))).unwrap();
+        assert_eq!(mark, json!({"event":"checkpoint","streamId":"s-1","name":"t1"}));
+    }
+
+    #[test]
+    fn answer_xml_keeps_the_call_alive_with_mulaw() {
+        let xml = Plivo.answer_xml("wss://h.io/plivo/stream", &[("from", "+1 415-555"), ("direction", "inbound")]);
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Stream bidirectional=\"true\" keepCallAlive=\"true\" audioTrack=\"inbound\" contentType=\"audio/x-mulaw;rate=8000\" extraHeaders=\"from=1415555,direction=inbound\">wss://h.io/plivo/stream</Stream></Response>"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! Twilio Media Streams: TwiML `<Connect><Stream>` and the bidirectional stream protocol.
+//!
+//! Twilio sends `connected` first, then `start`, then `media`/`dtmf`/`mark` and finally
+//! `stop`; every counter is a JSON string. We send `media`, `mark` and `clear`, each
+//! carrying the `streamSid` learnt from `start`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{
+    CallInfo, Direction, MediaStream, PhoneCommand, PhoneEvent, Provider, StreamError,
+    StreamParams, StreamStart, decode_payload, json_string, push_base64, xml_escape,
+};
+
+/// The Twilio provider.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Twilio;
+
+impl Provider for Twilio {
+    fn name(&self) -> &'static str {
+        "twilio"
+    }
+
+    fn call_info(&self, params: &HashMap<String, String>) -> Option<CallInfo> {
+        Some(CallInfo {
+            provider_call_id: params.get("CallSid")?.clone(),
+            from: params.get("From").cloned().unwrap_or_default(),
+            to: params.get("To").cloned().unwrap_or_default(),
+            direction: Direction::parse(params.get("Direction").map_or("inbound", String::as_str)),
+        })
+    }
+
+    fn answer_xml(&self, stream_url: &str, params: &[(&str, &str)]) -> String {
+        let mut xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Connect><Stream url=\"{}\">",
+            xml_escape(stream_url)
+        );
+        for (name, value) in params {
+            xml.push_str(&format!(
+                "<Parameter name=\"{}\" value=\"{}\"/>",
+                xml_escape(name),
+                xml_escape(value)
+            ));
+        }
+        xml.push_str("</Stream></Connect></Response>");
+        xml
+    }
+
+    fn media_stream(&self) -> Box<dyn MediaStream> {
+        Box::new(TwilioStream::default())
+    }
+}
+
+/// One Twilio media stream.
+#[derive(Debug, Default)]
+pub struct TwilioStream {
+    /// `"streamSid":"MZ…"` already JSON-escaped, learnt from `start`.
+    stream_sid_json: String,
+    audio: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Inbound<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    media: Option<Media<'a>>,
+    #[serde(default)]
+    start: Option<Start>,
+    #[serde(default)]
+    mark: Option<Mark>,
+    #[serde(default)]
+    dtmf: Option<Dtmf>,
+}
+
+#[derive(Deserialize)]
+struct Media<'a> {
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
+    #[serde(default, borrow)]
+    track: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Start {
+    call_sid: String,
+    stream_sid: String,
+    #[serde(default)]
+    custom_parameters: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Mark {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Dtmf {
+    digit: String,
+}
+
+impl MediaStream for TwilioStream {
+    fn parse(&mut self, text: &str) -> Result<PhoneEvent<'_>, StreamError> {
+        let message: Inbound<'_> = serde_json::from_str(text)?;
+        Ok(match message.event.as_ref() {
+            "media" => {
+                let media = message.media.ok_or(StreamError::Missing {
+                    event: "media",
+                    field: "media",
+                })?;
+                // A <Connect><Stream> carries only the caller's track; anything else is not
+                // the caller's voice.
+                if media.track.as_deref().is_some_and(|t| t != "inbound") {
+                    return Ok(PhoneEvent::Ignored);
+                }
+                PhoneEvent::Audio(decode_payload(&media.payload, &mut self.audio)?)
+            }
+            "start" => {
+                let start = message.start.ok_or(StreamError::Missing {
+                    event: "start",
+                    field: "start",
+                })?;
+                self.stream_sid_json = json_string(&start.stream_sid);
+                PhoneEvent::Started(StreamStart {
+                    call_id: start.call_sid,
+                    stream_id: start.stream_sid,
+                    params: stringify(start.custom_parameters),
+                })
+            }
+            "mark" => PhoneEvent::MarkPlayed(
+                message
+                    .mark
+                    .ok_or(StreamError::Missing {
+                        event: "mark",
+                        field: "mark",
+                    })?
+                    .name,
+            ),
+            "dtmf" => PhoneEvent::Dtmf(
+                message
+                    .dtmf
+                    .ok_or(StreamError::Missing {
+                        event: "dtmf",
+                        field: "dtmf",
+                    })?
+                    .digit,
+            ),
+            "stop" => PhoneEvent::Stopped,
+            _ => PhoneEvent::Ignored,
+        })
+    }
+
+    fn encode(&self, command: PhoneCommand<'_>) -> String {
+        let sid = &self.stream_sid_json;
+        match command {
+            PhoneCommand::Play(frame) => {
+                let mut out = String::with_capacity(80 + sid.len() + frame.len() * 4 / 3);
+                out.push_str("{\"event\":\"media\",\"streamSid\":");
+                out.push_str(sid);
+                out.push_str(",\"media\":{\"payload\":\"");
+                push_base64(frame, &mut out);
+                out.push_str("\"}}");
+                out
+            }
+            PhoneCommand::Clear => format!("{{\"event\":\"clear\",\"streamSid\":{sid}}}"),
+            PhoneCommand::Mark(name) => format!(
+                "{{\"event\":\"mark\",\"streamSid\":{sid},\"mark\":{{\"name\":{}}}}}",
+                json_string(name)
+            ),
+        }
+    }
+}
+
+fn stringify(params: HashMap<String, serde_json::Value>) -> StreamParams {
+    params
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn started() -> TwilioStream {
+        let mut stream = TwilioStream::default();
+        let start = json!({"event":"start","sequenceNumber":"1","start":{
+            "accountSid":"AC1","streamSid":"MZ42","callSid":"CA7","tracks":["inbound"],
+            "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
+            "customParameters":{"direction":"inbound","from":"+15550001111"}},"streamSid":"MZ42"});
+        match stream.parse(&start.to_string()).unwrap() {
+            PhoneEvent::Started(s) => {
+                assert_eq!(s.call_id, "CA7");
+                assert_eq!(s.stream_id, "MZ42");
+                assert_eq!(s.params["from"], "+15550001111");
+            }
+            other => panic!("expected start, got {other:?}"),
+        }
+        stream
+    }
+
+    #[test]
+    fn connected_is_ignored_and_start_is_read() {
+        let mut stream = TwilioStream::default();
+        let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
+        assert_eq!(stream.parse(connected).unwrap(), PhoneEvent::Ignored);
+        started();
+    }
+
+    #[test]
+    fn media_payload_is_decoded() {
+        let mut stream = started();
+        let msg = r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"AAECAw=="},"streamSid":"MZ42"}"#;
+        assert_eq!(stream.parse(msg).unwrap(), PhoneEvent::Audio(&[0, 1, 2, 3]));
+    }
+
+    #[test]
+    fn mark_dtmf_stop_are_read() {
+        let mut stream = started();
+        let mark = r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ42","mark":{"name":"turn-3"}}"#;
+        assert_eq!(stream.parse(mark).unwrap(), PhoneEvent::MarkPlayed("turn-3".into()));
+        let dtmf = r#"{"event":"dtmf","streamSid":"MZ42","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"7"}}"#;
+        assert_eq!(stream.parse(dtmf).unwrap(), PhoneEvent::Dtmf("7".into()));
+        let stop = r#"{"event":"stop","sequenceNumber":"5","stop":{"accountSid":"AC1","callSid":"CA7"},"streamSid":"MZ42"}"#;
+        assert_eq!(stream.parse(stop).unwrap(), PhoneEvent::Stopped);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut stream = started();
+        assert!(stream.parse("not json").is_err());
+        assert!(stream.parse(r#"{"event":"media"}"#).is_err());
+        assert!(stream.parse(r#"{"event":"media","media":{"payload":"!!!"}}"#).is_err());
+        assert!(stream.parse(r#"{"event":"start"}"#).is_err());
+        assert_eq!(stream.parse(r#"{"event":"novel"}"#).unwrap(), PhoneEvent::Ignored);
+    }
+
+    #[test]
+    fn commands_use_twilio_shapes() {
+        let stream = started();
+        let play: Value = serde_json::from_str(&stream.encode(PhoneCommand::Play(&[0xFF; 160]))).unwrap();
+        assert_eq!(play["event"], "media");
+        assert_eq!(play["streamSid"], "MZ42");
+        assert_eq!(play["media"]["payload"].as_str().unwrap().len(), 216);
+        let clear: Value = serde_json::from_str(&stream.encode(PhoneCommand::Clear)).unwrap();
+        assert_eq!(clear, json!({"event":"clear","streamSid":"MZ42"}));
+        let mark: Value = serde_json::from_str(&stream.encode(PhoneCommand::Mark("m\"1"))).unwrap();
+        assert_eq!(mark, json!({"event":"mark","streamSid":"MZ42","mark":{"name":"m\"1"}}));
+    }
+
+    #[test]
+    fn answer_xml_connects_a_bidirectional_stream() {
+        let xml = Twilio.answer_xml("wss://h.io/twilio/stream", &[("from", "+1 & <2>")]);
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Connect><Stream url=\"wss://h.io/twilio/stream\"><Parameter name=\"from\" value=\"+1 &amp; &lt;2&gt;\"/></Stream></Connect></Response>"
+        );
+    }
+
+    #[test]
+    fn webhook_params_become_call_info() {
+        let params: HashMap<String, String> = [
+            ("CallSid", "CA9"),
+            ("From", "+15550001111"),
+            ("To", "+15550002222"),
+            ("Direction", "outbound-api"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let info = Twilio.call_info(&params).unwrap();
+        assert_eq!(info.provider_call_id, "CA9");
+        assert_eq!(info.direction, Direction::Outbound);
+        assert!(Twilio.call_info(&HashMap::new()).is_none());
+    }
+}

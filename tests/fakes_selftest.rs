@@ -1,0 +1,764 @@
+//! Self-tests of the shared test fakes (FakeGemini, TwilioCaller, PlivoCaller) against raw
+//! tokio-tungstenite peers, so the fakes are known to work before the server exists.
+
+#[path = "support/gemini.rs"]
+mod gemini;
+#[path = "support/phone.rs"]
+mod phone;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use gemini::{Behaviour, FakeGemini};
+use phone::{Outbound, PlivoCaller, TwilioCaller};
+
+const T: Duration = Duration::from_secs(3);
+const SHORT: Duration = Duration::from_millis(300);
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connect a raw client to the fake with the key in the `x-goog-api-key` header.
+async fn raw_connect(url: &str) -> Result<Client, WsError> {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-goog-api-key", "test-key-123".parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Send a JSON value as a text frame.
+async fn send_text(ws: &mut Client, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+/// Next data frame from the fake: (was it binary, parsed JSON); None on close/timeout.
+async fn next_json(ws: &mut Client) -> Option<(bool, Value)> {
+    loop {
+        match tokio::time::timeout(T, ws.next()).await.ok()?? {
+            Ok(Message::Binary(b)) => return Some((true, serde_json::from_slice(&b).unwrap())),
+            Ok(Message::Text(t)) => {
+                return Some((false, serde_json::from_str(t.as_str()).unwrap()));
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Wait for the close frame from the fake and return (code, reason).
+async fn next_close(ws: &mut Client) -> Option<(u16, String)> {
+    loop {
+        match tokio::time::timeout(T, ws.next()).await.ok()?? {
+            Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
+                let _ = ws.flush().await; // send the queued close reply
+                return Some((u16::from(code), reason.to_string()));
+            }
+            Ok(Message::Close(None)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A minimal valid setup message.
+fn setup_msg() -> Value {
+    json!({"setup": {"model": "models/gemini-3.8-live", "generationConfig": {"responseModalities": ["AUDIO"]}}})
+}
+
+/// A realtimeInput.audio message with the given 16 kHz samples.
+fn audio_msg(pcm: &[i16]) -> Value {
+    json!({"realtimeInput": {"audio": {
+        "data": STANDARD.encode(gemini::pcm16_to_le_bytes(pcm)),
+        "mimeType": "audio/pcm;rate=16000"
+    }}})
+}
+
+// ------------------------------------------------------------------------------------------------
+// FakeGemini
+
+#[tokio::test]
+async fn gemini_normal_answers_setup_complete_as_binary_and_records_key() {
+    let mut fake = FakeGemini::start(Behaviour::Normal).await;
+    assert!(fake.url().starts_with("ws://127.0.0.1:"));
+    assert!(fake.url().ends_with(gemini::GEMINI_LIVE_PATH));
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    let (binary, v) = next_json(&mut ws).await.expect("setupComplete");
+    assert!(binary, "setupComplete must come as a binary frame");
+    assert_eq!(v, json!({"setupComplete": {}}));
+
+    let mut s = fake.next_session(T).await;
+    assert_eq!(s.setup(), &setup_msg());
+    assert_eq!(s.api_key().as_deref(), Some("test-key-123"));
+    assert_eq!(s.uri(), gemini::GEMINI_LIVE_PATH);
+    assert!(!s.uri().contains("key"));
+    assert_eq!(
+        fake.handshakes()[0].header("X-Goog-Api-Key"),
+        Some("test-key-123")
+    );
+
+    // client → fake: audio is collected and decoded; other messages are kept aside.
+    send_text(&mut ws, audio_msg(&[1, 2, 3, 4])).await;
+    send_text(&mut ws, json!({"realtimeInput": {"audioStreamEnd": true}})).await;
+    send_text(&mut ws, audio_msg(&[5, 6])).await;
+    let audio = s.recv_audio(12, T).await;
+    assert_eq!(gemini::le_bytes_to_pcm16(&audio), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        s.take_non_audio(),
+        vec![json!({"realtimeInput": {"audioStreamEnd": true}})]
+    );
+
+    // fake → client: audio (+ bundled transcript), turn complete with usage, text frames.
+    s.send_audio_with_transcript(&[10, -10], "hi");
+    s.send_turn_complete();
+    s.send_text(json!({"goAway": {"timeLeft": "50s"}}));
+    let (_, a) = next_json(&mut ws).await.unwrap();
+    let part = &a["serverContent"]["modelTurn"]["parts"][0]["inlineData"];
+    assert_eq!(part["mimeType"], "audio/pcm;rate=24000");
+    let pcm = gemini::le_bytes_to_pcm16(&STANDARD.decode(part["data"].as_str().unwrap()).unwrap());
+    assert_eq!(pcm, vec![10, -10]);
+    assert_eq!(a["serverContent"]["outputTranscription"]["text"], "hi");
+    let (_, g) = next_json(&mut ws).await.unwrap();
+    assert_eq!(g, json!({"serverContent": {"generationComplete": true}}));
+    let (_, tc) = next_json(&mut ws).await.unwrap();
+    assert_eq!(tc["serverContent"]["turnComplete"], true);
+    assert!(tc["usageMetadata"]["totalTokenCount"].is_number());
+    let (binary, ga) = next_json(&mut ws).await.unwrap();
+    assert!(!binary);
+    assert_eq!(ga["goAway"]["timeLeft"], "50s");
+
+    // client closes → wait_closed sees it with the code.
+    ws.close(Some(CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    assert!(s.wait_closed(T).await);
+    assert_eq!(s.client_close(), Some((1000, "bye".to_string())));
+    assert!(!s.got_binary());
+    assert!(s.violations().is_empty());
+}
+
+#[tokio::test]
+async fn gemini_reject_handshake_gives_http_status() {
+    for status in [403u16, 429] {
+        let fake = FakeGemini::start(Behaviour::RejectHandshake(status)).await;
+        match raw_connect(&fake.url()).await {
+            Err(WsError::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), status);
+                let body: Value = serde_json::from_slice(resp.body().as_ref().unwrap()).unwrap();
+                assert_eq!(body["error"]["code"], status);
+            }
+            Err(e) => panic!("expected HTTP {status}, got {e}"),
+            Ok(_) => panic!("expected HTTP {status}, connect succeeded"),
+        }
+        assert_eq!(fake.connection_count(), 1);
+        assert_eq!(
+            fake.handshakes()[0].api_key.as_deref(),
+            Some("test-key-123")
+        );
+    }
+}
+
+#[tokio::test]
+async fn gemini_close_on_setup_sends_code_and_reason() {
+    let reason = "models/x is not found for API version v1beta, or is not supported for bidiGenerateContent.";
+    let mut fake = FakeGemini::start(Behaviour::CloseOnSetup(1008, reason.to_string())).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    assert_eq!(next_close(&mut ws).await, Some((1008, reason.to_string())));
+    let mut s = fake.next_session(T).await;
+    assert_eq!(s.setup(), &setup_msg());
+    assert!(s.wait_closed(T).await);
+}
+
+#[tokio::test]
+async fn gemini_never_complete_setup_is_silent_and_flags_early_input() {
+    let mut fake = FakeGemini::start(Behaviour::NeverCompleteSetup).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    let s = fake.next_session(T).await;
+    assert!(
+        tokio::time::timeout(SHORT, ws.next()).await.is_err(),
+        "fake must stay silent"
+    );
+    // The test can still complete setup by hand.
+    s.send(json!({"setupComplete": {}}));
+    let (binary, v) = next_json(&mut ws).await.unwrap();
+    assert!(binary);
+    assert_eq!(v, json!({"setupComplete": {}}));
+
+    // Input before setupComplete is a protocol violation.
+    let mut fake = FakeGemini::start(Behaviour::NeverCompleteSetup).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    send_text(&mut ws, audio_msg(&[0; 160])).await;
+    let s = fake.next_session(T).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.violations().len(), 1, "{:?}", s.violations());
+    assert!(s.violations()[0].contains("before setupComplete"));
+}
+
+#[tokio::test]
+async fn gemini_echo_returns_audio_at_24k() {
+    let mut fake = FakeGemini::start(Behaviour::Echo).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    assert_eq!(
+        next_json(&mut ws).await.unwrap().1,
+        json!({"setupComplete": {}})
+    );
+    let input: Vec<i16> = (0..320).map(|i| (i * 30) as i16).collect(); // 20 ms at 16 kHz
+    send_text(&mut ws, audio_msg(&input)).await;
+    let (binary, v) = next_json(&mut ws).await.unwrap();
+    assert!(binary);
+    let part = &v["serverContent"]["modelTurn"]["parts"][0]["inlineData"];
+    assert_eq!(part["mimeType"], "audio/pcm;rate=24000");
+    let out = gemini::le_bytes_to_pcm16(&STANDARD.decode(part["data"].as_str().unwrap()).unwrap());
+    assert_eq!(out.len(), 480, "20 ms at 24 kHz");
+    assert_eq!(&out[..4], &[0, 20, 40, 60], "linear ramp stays linear");
+    // The session still sees what the client sent.
+    let mut s = fake.next_session(T).await;
+    assert_eq!(s.recv_audio(640, T).await.len(), 640);
+}
+
+#[tokio::test]
+async fn gemini_media_chunks_get_closed_with_1007_and_recorded() {
+    let mut fake = FakeGemini::start(Behaviour::Normal).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    next_json(&mut ws).await.unwrap();
+    let s = fake.next_session(T).await;
+    send_text(
+        &mut ws,
+        json!({"realtimeInput": {"mediaChunks": [{"data": "AAA=", "mimeType": "audio/pcm"}]}}),
+    )
+    .await;
+    let (code, reason) = next_close(&mut ws).await.unwrap();
+    assert_eq!(code, 1007);
+    assert!(reason.contains("media_chunks is deprecated"));
+    assert!(s.violations().iter().any(|v| v.contains("mediaChunks")));
+}
+
+#[tokio::test]
+#[should_panic(expected = "broke the Live protocol")]
+async fn gemini_recv_audio_panics_on_media_chunks() {
+    let mut fake = FakeGemini::start(Behaviour::Normal).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    next_json(&mut ws).await.unwrap();
+    let mut s = fake.next_session(T).await;
+    send_text(
+        &mut ws,
+        json!({"realtimeInput": {"mediaChunks": [{"data": "AAA=", "mimeType": "audio/pcm"}]}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.recv_audio(2, T).await;
+}
+
+#[tokio::test]
+async fn gemini_malformed_client_messages_are_recorded() {
+    let mut fake = FakeGemini::start(Behaviour::Normal).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    next_json(&mut ws).await.unwrap();
+    let s = fake.next_session(T).await;
+    send_text(
+        &mut ws,
+        json!({"realtimeInput": {"text": "a", "activityEnd": {}}}),
+    )
+    .await;
+    send_text(&mut ws, json!({"bogus": 1})).await;
+    send_text(&mut ws, setup_msg()).await;
+    ws.send(Message::text("nope")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v = s.violations();
+    assert_eq!(v.len(), 4, "{v:#?}");
+    assert!(v[0].contains("exactly one field"));
+    assert!(v[1].contains("top level"));
+    assert!(v[2].contains("setup twice"));
+    assert!(v[3].contains("not a JSON object"));
+}
+
+#[tokio::test]
+async fn gemini_binary_client_frames_are_recorded() {
+    let mut fake = FakeGemini::start(Behaviour::Normal).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    next_json(&mut ws).await.unwrap();
+    let s = fake.next_session(T).await;
+    ws.send(Message::binary(audio_msg(&[1]).to_string().into_bytes()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(s.got_binary());
+    assert!(s.violations()[0].contains("binary"));
+}
+
+#[tokio::test]
+async fn gemini_session_drop_close_and_abort_end_the_client_socket() {
+    let mut fake = FakeGemini::start(Behaviour::Normal).await;
+    // Dropping the session closes with 1000.
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    next_json(&mut ws).await.unwrap();
+    drop(fake.next_session(T).await);
+    assert_eq!(next_close(&mut ws).await.map(|c| c.0), Some(1000));
+
+    // close(code, reason) is delivered as-is.
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    next_json(&mut ws).await.unwrap();
+    let mut s = fake.next_session(T).await;
+    s.close(1011, "Deadline expired before operation could complete.");
+    assert_eq!(
+        next_close(&mut ws).await,
+        Some((
+            1011,
+            "Deadline expired before operation could complete.".to_string()
+        ))
+    );
+    assert!(s.wait_closed(T).await);
+    assert_eq!(s.client_close(), None, "the fake closed first");
+
+    // abort() drops TCP without a close frame.
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    next_json(&mut ws).await.unwrap();
+    let s = fake.next_session(T).await;
+    s.abort();
+    match tokio::time::timeout(T, ws.next()).await.unwrap() {
+        None | Some(Err(_)) => {}
+        Some(Ok(m)) => panic!("expected abrupt end, got {m:?}"),
+    }
+}
+
+#[tokio::test]
+async fn gemini_behaviour_switch_and_no_session_timeout() {
+    let mut fake = FakeGemini::start(Behaviour::RejectHandshake(429)).await;
+    assert!(fake.try_next_session(SHORT).await.is_none());
+    assert!(raw_connect(&fake.url()).await.is_err());
+    fake.set_behaviour(Behaviour::Normal);
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    assert_eq!(
+        next_json(&mut ws).await.unwrap().1,
+        json!({"setupComplete": {}})
+    );
+    let _s = fake.next_session(T).await;
+    assert_eq!(fake.connection_count(), 2);
+}
+
+#[test]
+fn gemini_upsample_lengths() {
+    assert_eq!(gemini::upsample_16k_to_24k(&[]).len(), 0);
+    assert_eq!(gemini::upsample_16k_to_24k(&[5]).len(), 2);
+    assert_eq!(gemini::upsample_16k_to_24k(&[0; 320]).len(), 480);
+    assert_eq!(gemini::upsample_16k_to_24k(&[0, 300]), vec![0, 200, 300]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Phone callers against a raw "bridge" server
+
+/// A raw WebSocket server standing in for our bridge: records what the caller sends,
+/// sends what the test tells it to.
+struct MockBridge {
+    url_base: String,
+    inbox: mpsc::UnboundedReceiver<Value>,
+    outbox: mpsc::UnboundedSender<Message>,
+}
+
+impl MockBridge {
+    /// Start a one-connection mock bridge.
+    async fn start() -> MockBridge {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url_base = format!("ws://{}", listener.local_addr().unwrap());
+        let (in_tx, inbox) = mpsc::unbounded_channel();
+        let (outbox, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            loop {
+                tokio::select! {
+                    m = out_rx.recv() => match m {
+                        Some(m) => { if ws.send(m).await.is_err() { break; } }
+                        None => break,
+                    },
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let v = serde_json::from_str(t.as_str())
+                                .unwrap_or_else(|_| json!({"__text": t.as_str()}));
+                            let _ = in_tx.send(v);
+                        }
+                        Some(Ok(Message::Binary(b))) => {
+                            let _ = in_tx.send(json!({"__binary": b.len()}));
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        });
+        MockBridge {
+            url_base,
+            inbox,
+            outbox,
+        }
+    }
+
+    /// Next message the caller sent.
+    async fn recv(&mut self) -> Value {
+        tokio::time::timeout(T, self.inbox.recv())
+            .await
+            .expect("mock bridge: nothing received")
+            .expect("mock bridge: connection ended")
+    }
+
+    /// Send a JSON message to the caller as a text frame.
+    fn send(&self, v: Value) {
+        self.outbox.send(Message::text(v.to_string())).unwrap();
+    }
+
+    /// Send a μ-law payload as Twilio outbound media.
+    fn twilio_media(&self, sid: &str, bytes: &[u8]) {
+        self.send(json!({"event": "media", "streamSid": sid, "media": {"payload": STANDARD.encode(bytes)}}));
+    }
+
+    /// Send a μ-law payload as Plivo playAudio.
+    fn plivo_play(&self, bytes: &[u8]) {
+        self.send(json!({"event": "playAudio", "media": {
+            "contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": STANDARD.encode(bytes)}}));
+    }
+}
+
+#[tokio::test]
+async fn twilio_caller_sends_exact_provider_messages() {
+    let mut bridge = MockBridge::start().await;
+    let mut c = TwilioCaller::connect(&format!("{}/twilio/stream", bridge.url_base), T).await;
+    c.send_connected().await;
+    c.send_start(
+        "CA1",
+        "MZ1",
+        &[("session", "tok"), ("direction", "outbound")],
+    )
+    .await;
+    c.send_media(&[0x11; 400]).await; // 3 frames, last one padded
+    c.send_dtmf('7').await;
+    c.send_mark_echo("utt-1").await;
+    c.send_stop().await;
+    c.send_raw("not json").await;
+
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    );
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
+            "accountSid": phone::FAKE_TWILIO_ACCOUNT_SID, "streamSid": "MZ1", "callSid": "CA1",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": {"session": "tok", "direction": "outbound"}}})
+    );
+    for i in 0..3u32 {
+        let m = bridge.recv().await;
+        assert_eq!(m["event"], "media");
+        assert_eq!(m["streamSid"], "MZ1");
+        assert_eq!(m["sequenceNumber"], (i + 2).to_string());
+        assert_eq!(m["media"]["chunk"], (i + 1).to_string());
+        assert_eq!(m["media"]["timestamp"], (i * 20).to_string());
+        assert_eq!(m["media"]["track"], "inbound");
+        let p = STANDARD
+            .decode(m["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(p.len(), 160);
+        if i == 2 {
+            assert_eq!(
+                &p[80..],
+                &[0xFF; 80],
+                "last frame padded with μ-law silence"
+            );
+        }
+    }
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "5",
+               "dtmf": {"track": "inbound_track", "digit": "7"}})
+    );
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "mark", "sequenceNumber": "6", "streamSid": "MZ1", "mark": {"name": "utt-1"}})
+    );
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "stop", "sequenceNumber": "7", "streamSid": "MZ1",
+               "stop": {"accountSid": phone::FAKE_TWILIO_ACCOUNT_SID, "callSid": "CA1"}})
+    );
+    assert_eq!(bridge.recv().await, json!({"__text": "not json"}));
+}
+
+#[tokio::test]
+async fn twilio_caller_collects_outbound_events_in_order() {
+    let bridge = MockBridge::start().await;
+    let mut c = TwilioCaller::connect(&format!("{}/twilio/stream", bridge.url_base), T).await;
+    c.send_start("CA1", "MZ1", &[]).await;
+    bridge.twilio_media("MZ1", &[1; 160]);
+    bridge.twilio_media("MZ1", &[2; 160]);
+    bridge.send(json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m1"}}));
+    bridge.twilio_media("MZ1", &[3; 160]);
+    bridge.send(json!({"event": "clear", "streamSid": "MZ1"}));
+    bridge.send(json!({"event": "weird"}));
+
+    let r = c.recv_audio(2, T).await;
+    assert_eq!(
+        r.events,
+        vec![Outbound::Media(vec![1; 160]), Outbound::Media(vec![2; 160])]
+    );
+    let r = c.recv_until(T, |r| r.clear_count() == 1).await.unwrap();
+    assert_eq!(r.summary(), "mark(m1), media×1, clear");
+    assert_eq!(r.marks(), vec!["m1".to_string()]);
+    assert_eq!(r.media_after_last_clear(), Some(0));
+    let rest = c.collect_for(SHORT).await;
+    assert_eq!(rest.others(), vec![json!({"event": "weird"})]);
+    assert!(!rest.closed);
+
+    // Server closes → caller sees it.
+    bridge
+        .outbox
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000.into(),
+            reason: "done".into(),
+        })))
+        .unwrap();
+    assert!(c.wait_closed(T).await);
+    assert_eq!(c.ws.close_frame(), Some((1000, "done".to_string())));
+    assert_eq!(c.recv(SHORT).await, None);
+}
+
+#[tokio::test]
+#[should_panic(expected = "exactly 160")]
+async fn twilio_caller_rejects_short_frames() {
+    let bridge = MockBridge::start().await;
+    let mut c = TwilioCaller::connect(&format!("{}/twilio/stream", bridge.url_base), T).await;
+    c.send_start("CA1", "MZ1", &[]).await;
+    bridge.twilio_media("MZ1", &[1; 100]);
+    c.recv_audio(1, T).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "wrong streamSid")]
+async fn twilio_caller_rejects_wrong_stream_sid() {
+    let bridge = MockBridge::start().await;
+    let mut c = TwilioCaller::connect(&format!("{}/twilio/stream", bridge.url_base), T).await;
+    c.send_start("CA1", "MZ1", &[]).await;
+    bridge.twilio_media("MZ2", &[1; 160]);
+    c.recv_audio(1, T).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "wrong keys")]
+async fn twilio_caller_rejects_extra_fields() {
+    let bridge = MockBridge::start().await;
+    let mut c = TwilioCaller::connect(&format!("{}/twilio/stream", bridge.url_base), T).await;
+    c.send_start("CA1", "MZ1", &[]).await;
+    bridge.send(json!({"event": "media", "streamSid": "MZ1",
+                       "media": {"payload": STANDARD.encode([1u8; 160]), "track": "outbound"}}));
+    c.recv_audio(1, T).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "binary frame")]
+async fn twilio_caller_rejects_binary_frames() {
+    let bridge = MockBridge::start().await;
+    let mut c = TwilioCaller::connect(&format!("{}/twilio/stream", bridge.url_base), T).await;
+    bridge
+        .outbox
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .unwrap();
+    c.recv(T).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected 3 media frames")]
+async fn twilio_caller_recv_audio_fails_fast_on_shortfall() {
+    let bridge = MockBridge::start().await;
+    let mut c = TwilioCaller::connect(&format!("{}/twilio/stream", bridge.url_base), T).await;
+    c.send_start("CA1", "MZ1", &[]).await;
+    bridge.twilio_media("MZ1", &[1; 160]);
+    c.recv_audio(3, SHORT).await;
+}
+
+#[tokio::test]
+async fn plivo_caller_sends_exact_provider_messages() {
+    let mut bridge = MockBridge::start().await;
+    let mut c = PlivoCaller::connect(&format!("{}/plivo/stream", bridge.url_base), T).await;
+    c.send_start("call-uuid", "stream-uuid", "session=tok;dir=out")
+        .await;
+    c.send_media(&[0x22; 320]).await;
+    c.send_dtmf('#').await;
+    c.send_played_stream("utt-1").await;
+    c.send_cleared_audio().await;
+    c.send_stop().await;
+    c.send_binary(&[9, 9]).await;
+
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "start", "sequenceNumber": 1, "extra_headers": "session=tok;dir=out",
+               "start": {"callId": "call-uuid", "streamId": "stream-uuid",
+                         "accountId": phone::FAKE_PLIVO_ACCOUNT_ID, "tracks": ["inbound"],
+                         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}})
+    );
+    let mut first_ts = 0u64;
+    for i in 0..2u64 {
+        let m = bridge.recv().await;
+        assert_eq!(m["event"], "media");
+        assert_eq!(m["sequenceNumber"], i + 2);
+        assert_eq!(m["streamId"], "stream-uuid");
+        assert_eq!(m["extra_headers"], "session=tok;dir=out");
+        assert_eq!(m["media"]["chunk"], i + 1);
+        assert_eq!(m["media"]["track"], "inbound");
+        let ts: u64 = m["media"]["timestamp"]
+            .as_str()
+            .expect("string timestamp")
+            .parse()
+            .unwrap();
+        if i == 0 {
+            first_ts = ts;
+        } else {
+            assert_eq!(ts, first_ts + 20);
+        }
+        let p = STANDARD
+            .decode(m["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(p, vec![0x22; 160]);
+    }
+    let d = bridge.recv().await;
+    assert_eq!(d["event"], "dtmf");
+    assert_eq!(d["sequenceNumber"], 4);
+    assert_eq!(d["dtmf"]["digit"], "#");
+    assert_eq!(d["dtmf"]["track"], "inbound");
+    assert!(d["dtmf"]["timestamp"].is_string());
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "playedStream", "sequenceNumber": 5, "streamId": "stream-uuid", "name": "utt-1"})
+    );
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "clearedAudio", "sequenceNumber": 6, "streamId": "stream-uuid"})
+    );
+    assert_eq!(
+        bridge.recv().await,
+        json!({"event": "stop", "sequenceNumber": 7, "streamId": "stream-uuid"})
+    );
+    assert_eq!(bridge.recv().await, json!({"__binary": 2}));
+}
+
+#[tokio::test]
+async fn plivo_caller_collects_outbound_events_in_order() {
+    let bridge = MockBridge::start().await;
+    let mut c = PlivoCaller::connect(&format!("{}/plivo/stream", bridge.url_base), T).await;
+    c.send_start("call-uuid", "S1", "").await;
+    bridge.plivo_play(&[1; 160]);
+    bridge.send(json!({"event": "checkpoint", "streamId": "S1", "name": "cp"}));
+    bridge.send(json!({"event": "playAudio", "streamId": "S1", "media": {
+        "contentType": "audio/x-mulaw", "sampleRate": "8000", "payload": STANDARD.encode([2u8; 160])}}));
+    bridge.send(json!({"event": "clearAudio", "streamId": "S1"}));
+    let r = c.recv_audio(2, T).await;
+    assert_eq!(
+        r.events,
+        vec![
+            Outbound::Media(vec![1; 160]),
+            Outbound::Mark("cp".to_string()),
+            Outbound::Media(vec![2; 160])
+        ]
+    );
+    assert_eq!(r.audio().len(), 320);
+    let r = c.collect_for(SHORT).await;
+    assert_eq!(r.events, vec![Outbound::Clear]);
+    assert_eq!(r.media_after_last_clear(), Some(0));
+    drop(bridge); // mock task ends → socket closes
+    assert!(c.wait_closed(T).await);
+}
+
+#[tokio::test]
+#[should_panic(expected = "contentType must be audio/x-mulaw")]
+async fn plivo_caller_rejects_wrong_content_type() {
+    let bridge = MockBridge::start().await;
+    let mut c = PlivoCaller::connect(&format!("{}/plivo/stream", bridge.url_base), T).await;
+    c.send_start("call-uuid", "S1", "").await;
+    bridge.send(json!({"event": "playAudio", "media": {
+        "contentType": "audio/x-mulaw;rate=8000", "sampleRate": 8000, "payload": STANDARD.encode([2u8; 160])}}));
+    c.recv_audio(1, T).await;
+}
+
+#[tokio::test]
+async fn callers_report_connect_failures() {
+    // Nothing listens on this port once the listener is dropped.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/twilio/stream", l.local_addr().unwrap());
+    drop(l);
+    assert!(
+        TwilioCaller::connect_with_headers(&url, &[], T)
+            .await
+            .is_err()
+    );
+    assert!(
+        PlivoCaller::connect_with_headers(&url, &[], T)
+            .await
+            .is_err()
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Audio helpers
+
+#[test]
+fn mulaw_codec_matches_g711() {
+    use phone::{linear_to_mulaw, mulaw_to_linear};
+    assert_eq!(linear_to_mulaw(0), 0xFF);
+    assert_eq!(linear_to_mulaw(i16::MAX), 0x80);
+    assert_eq!(linear_to_mulaw(i16::MIN), 0x00);
+    assert_eq!(mulaw_to_linear(0xFF), 0);
+    assert_eq!(mulaw_to_linear(0x80), 32124);
+    assert_eq!(mulaw_to_linear(0x00), -32124);
+    // Every code decodes and re-encodes to itself (0x7F, "negative zero", maps to 0 → 0xFF).
+    for b in 0u8..=255 {
+        if b != 0x7F {
+            assert_eq!(linear_to_mulaw(mulaw_to_linear(b)), b, "code {b:#x}");
+        }
+    }
+    // Quantisation error stays within the segment step (≤ ~3 %).
+    for s in (-32000i32..32000).step_by(97) {
+        let back = mulaw_to_linear(linear_to_mulaw(s as i16)) as i32;
+        assert!(
+            (back - s).abs() <= (s.abs() / 32).max(8) + 4,
+            "{s} -> {back}"
+        );
+    }
+}
+
+#[test]
+fn tones_have_the_right_length_and_frequency() {
+    let t = phone::mulaw_tone(440.0, 100);
+    assert_eq!(t.len(), 800);
+    let pcm = phone::mulaw_decode(&t);
+    let a = phone::tone_amplitude(&pcm, 8000, 440.0);
+    assert!((a - 8000.0).abs() < 300.0, "440 Hz amplitude {a}");
+    assert!(phone::tone_amplitude(&pcm, 8000, 1000.0) < 300.0);
+    let p = phone::pcm_tone_24k(300.0, 20, 10_000);
+    assert_eq!(p.len(), 480);
+    assert!((phone::rms(&p) - 10_000.0 / 2f64.sqrt()).abs() < 100.0);
+    assert_eq!(phone::mulaw_silence(20), vec![0xFF; 160]);
+}

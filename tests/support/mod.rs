@@ -1,0 +1,232 @@
+//! Shared fakes and helpers for whole-call tests: the real server in-process on loopback,
+//! a fake Gemini Live server and scripted Twilio/Plivo callers that speak the real wire
+//! protocols.
+#![allow(dead_code)]
+
+pub mod gemini;
+pub mod phone;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gemini_phone::config::Config;
+use gemini_phone::server::{self, App};
+use serde_json::Value;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The API key the test server is configured with.
+pub const TEST_API_KEY: &str = "test-key-0123456789";
+
+/// A running server on 127.0.0.1 with its shared state.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state, for assertions.
+    pub app: Arc<App>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts the server with the base test configuration plus `vars` (later entries win).
+    pub async fn start(vars: &[(&str, &str)]) -> TestServer {
+        let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+        let mut all: Vec<(String, String)> = vec![
+            ("GEMINI_API_KEY".into(), TEST_API_KEY.into()),
+            ("PUBLIC_URL".into(), "https://phone.example.com".into()),
+            ("PROMPTS_DIR".into(), prompts.into()),
+            ("GEMINI_SETUP_TIMEOUT_SECS".into(), "2".into()),
+        ];
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_lookup(|name| {
+            all.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+        .expect("test configuration is valid");
+        let app = Arc::new(App::new(config).expect("app state"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::serve(listener, Arc::clone(&app), async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            app,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    /// Starts a Gemini-mode server talking to `gemini_url`.
+    pub async fn with_gemini(gemini_url: &str) -> TestServer {
+        Self::start(&[("GEMINI_LIVE_URL", gemini_url)]).await
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT{path}`.
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// `GET /health` as JSON.
+    pub async fn health(&self) -> Value {
+        reqwest::get(self.http("/health"))
+            .await
+            .expect("GET /health")
+            .json()
+            .await
+            .expect("health JSON")
+    }
+
+    /// Waits until `/health` reports `n` active calls; false on timeout.
+    pub async fn wait_active_calls(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.health().await["active_calls"] == n {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+/// A scripted caller of either provider, so each whole-call test runs for both.
+pub enum Caller {
+    /// Twilio Media Streams.
+    Twilio(phone::TwilioCaller),
+    /// Plivo Audio Streams.
+    Plivo(phone::PlivoCaller),
+}
+
+/// Both providers, for tests that loop over them.
+pub const PROVIDERS: [phone::Provider; 2] = [phone::Provider::Twilio, phone::Provider::Plivo];
+
+/// Route segment of a provider.
+pub fn route(provider: phone::Provider) -> &'static str {
+    match provider {
+        phone::Provider::Twilio => "twilio",
+        phone::Provider::Plivo => "plivo",
+    }
+}
+
+impl Caller {
+    /// Connects to the server's stream route for `provider`.
+    pub async fn connect(server: &TestServer, provider: phone::Provider) -> Caller {
+        let url = server.ws(&format!("/{}/stream", route(provider)));
+        match provider {
+            phone::Provider::Twilio => {
+                Caller::Twilio(phone::TwilioCaller::connect(&url, phone::DEFAULT_TIMEOUT).await)
+            }
+            phone::Provider::Plivo => {
+                Caller::Plivo(phone::PlivoCaller::connect(&url, phone::DEFAULT_TIMEOUT).await)
+            }
+        }
+    }
+
+    /// Connects and starts a call with the usual inbound parameters.
+    pub async fn start(server: &TestServer, provider: phone::Provider, call_id: &str) -> Caller {
+        let mut caller = Caller::connect(server, provider).await;
+        match &mut caller {
+            Caller::Twilio(c) => {
+                assert!(c.send_connected().await);
+                let stream_sid = format!("MZ{call_id}");
+                assert!(
+                    c.send_start(
+                        call_id,
+                        &stream_sid,
+                        &[("from", "+15550001111"), ("to", "+15550002222"), ("direction", "inbound")],
+                    )
+                    .await
+                );
+            }
+            Caller::Plivo(c) => {
+                let stream_id = format!("stream-{call_id}");
+                assert!(
+                    c.send_start(call_id, &stream_id, "from=15550001111;to=15550002222;direction=inbound")
+                        .await
+                );
+            }
+        }
+        caller
+    }
+
+    /// Sends μ-law audio as 20 ms media messages, all at once.
+    pub async fn send_media(&mut self, mulaw: &[u8]) -> bool {
+        match self {
+            Caller::Twilio(c) => c.send_media(mulaw).await,
+            Caller::Plivo(c) => c.send_media(mulaw).await,
+        }
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_raw(&mut self, text: &str) -> bool {
+        match self {
+            Caller::Twilio(c) => c.send_raw(text).await,
+            Caller::Plivo(c) => c.send_raw(text).await,
+        }
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            Caller::Twilio(c) => c.send_binary(bytes).await,
+            Caller::Plivo(c) => c.send_binary(bytes).await,
+        }
+    }
+
+    /// Sends the provider's `stop` and closes the socket: the caller hung up.
+    pub async fn hang_up(&mut self) {
+        match self {
+            Caller::Twilio(c) => {
+                c.send_stop().await;
+                c.close().await;
+            }
+            Caller::Plivo(c) => {
+                c.send_stop().await;
+                c.close().await;
+            }
+        }
+    }
+
+    /// Collects outbound messages until `frames` media frames arrived or `timeout`.
+    pub async fn recv_audio(&mut self, frames: usize, timeout: Duration) -> phone::Received {
+        match self {
+            Caller::Twilio(c) => c.recv_audio(frames, timeout).await,
+            Caller::Plivo(c) => c.recv_audio(frames, timeout).await,
+        }
+    }
+
+    /// Collects everything that arrives within `window`.
+    pub async fn collect_for(&mut self, window: Duration) -> phone::Received {
+        match self {
+            Caller::Twilio(c) => c.collect_for(window).await,
+            Caller::Plivo(c) => c.collect_for(window).await,
+        }
+    }
+
+    /// True once the server closed the socket within `timeout`.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> bool {
+        match self {
+            Caller::Twilio(c) => c.wait_closed(timeout).await,
+            Caller::Plivo(c) => c.wait_closed(timeout).await,
+        }
+    }
+}
