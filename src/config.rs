@@ -149,7 +149,11 @@ impl Config {
 
     /// Reads configuration through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let agent = match get("AGENT").as_deref() {
             None | Some("gemini") => AgentKind::Gemini,
@@ -192,7 +196,10 @@ impl Config {
         let host = match get("HOST") {
             None => IpAddr::from([0, 0, 0, 0]),
             Some(h) => h.parse().map_err(|_| {
-                ConfigError::new("HOST", format!("`{h}` is not an IP address; use e.g. 0.0.0.0"))
+                ConfigError::new(
+                    "HOST",
+                    format!("`{h}` is not an IP address; use e.g. 0.0.0.0"),
+                )
             })?,
         };
         let port = parse_number("PORT", get("PORT"), 8000)?;
@@ -207,16 +214,17 @@ impl Config {
                 ),
             },
         );
-        let plivo = account(&get, "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")?.map(
-            |(auth_id, auth_token)| PlivoConfig {
-                auth_id,
-                auth_token,
-                phone_number: get("PLIVO_PHONE_NUMBER"),
-                api_url: trim_slash(
-                    get("PLIVO_API_URL").unwrap_or_else(|| "https://api.plivo.com".into()),
-                ),
-            },
-        );
+        let plivo =
+            account(&get, "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")?.map(|(auth_id, auth_token)| {
+                PlivoConfig {
+                    auth_id,
+                    auth_token,
+                    phone_number: get("PLIVO_PHONE_NUMBER"),
+                    api_url: trim_slash(
+                        get("PLIVO_API_URL").unwrap_or_else(|| "https://api.plivo.com".into()),
+                    ),
+                }
+            });
 
         Ok(Config {
             agent,
@@ -275,7 +283,9 @@ fn parse_public_url(value: Option<String>) -> Result<String, ConfigError> {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     match host_part {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' ']) => {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' ']) =>
+        {
             Ok(trim_slash(url))
         }
         _ => Err(ConfigError::new(
@@ -338,7 +348,7 @@ mod tests {
     fn defaults_follow_the_contract() {
         let c = config(MINIMAL).expect("minimal config");
         assert_eq!(c.agent, AgentKind::Gemini);
-        let g = c.gemini.expect("gemini");
+        let g = c.gemini.as_ref().expect("gemini");
         assert_eq!(g.model, "gemini-3.8-live");
         assert_eq!(g.voice, "Kore");
         assert_eq!(g.live_url, DEFAULT_GEMINI_LIVE_URL);

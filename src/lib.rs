@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod bridge;
+pub mod calls;
 pub mod config;
 pub mod gemini;
 pub mod server;

@@ -1,7 +1,8 @@
 //! The `gemini-phone` server binary.
 //!
-//! `gemini-phone` serves calls; `gemini-phone audio-report` prints the audio path's
-//! measured fidelity.
+//! `gemini-phone` serves calls; `gemini-phone healthcheck` asks a running server's
+//! `/health` (for container health checks, where no curl is installed);
+//! `gemini-phone audio-report` prints the audio path's measured fidelity.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -14,12 +15,15 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => {}
+        Some("healthcheck") => return healthcheck(),
         Some("audio-report") => {
             print!("{}", gemini_phone::audio::report::fidelity_report());
             return ExitCode::SUCCESS;
         }
         Some(other) => {
-            eprintln!("unknown command `{other}`; use `serve` (default) or `audio-report`");
+            eprintln!(
+                "unknown command `{other}`; use `serve` (default), `healthcheck` or `audio-report`"
+            );
             return ExitCode::from(2);
         }
     }
@@ -27,7 +31,9 @@ fn main() -> ExitCode {
     // A missing .env is normal in containers, where the environment is set directly.
     let _ = dotenvy::dotenv();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
 
     let app = match Config::from_env().and_then(App::new) {
@@ -93,4 +99,31 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Exits 0 when the server on `PORT` answers `/health` with 200.
+fn healthcheck() -> ExitCode {
+    use std::io::{Read, Write};
+    let _ = dotenvy::dotenv();
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = std::time::Duration::from_secs(2);
+    let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut stream| {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head)
+    });
+    match answer {
+        Ok(head) if head.ends_with(b" 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!("unhealthy: {}", String::from_utf8_lossy(&head));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::{AgentKind, Config, ConfigError};
-use crate::telephony::{self, Provider};
+use crate::telephony;
 
 /// Largest message accepted on a phone stream; real ones are a few hundred bytes.
 const MAX_PHONE_MESSAGE_BYTES: usize = 64 * 1024;
@@ -70,7 +70,10 @@ impl App {
             Ok(_) => {
                 return Err(ConfigError {
                     var: "PROMPTS_DIR",
-                    problem: format!("{} is empty; write the inbound agent's prompt there", path.display()),
+                    problem: format!(
+                        "{} is empty; write the inbound agent's prompt there",
+                        path.display()
+                    ),
                 });
             }
             Err(e) => {
@@ -122,9 +125,8 @@ async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     }))
 }
 
-fn provider(name: &str) -> Result<&'static dyn Provider, Response> {
-    telephony::provider_by_name(name)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, "no such provider").into_response())
+fn no_such_provider() -> Response {
+    (StatusCode::NOT_FOUND, "no such provider").into_response()
 }
 
 /// The answer webhook: connect the call to our media stream.
@@ -135,9 +137,8 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let provider = match provider(&name) {
-        Ok(p) => p,
-        Err(response) => return response,
+    let Some(provider) = telephony::provider_by_name(&name) else {
+        return no_such_provider();
     };
     let mut params = query;
     match parse_webhook_body(&headers, &body) {
@@ -198,9 +199,8 @@ async fn stream(
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let provider = match provider(&name) {
-        Ok(p) => p,
-        Err(response) => return response,
+    let Some(provider) = telephony::provider_by_name(&name) else {
+        return no_such_provider();
     };
     ws.max_message_size(MAX_PHONE_MESSAGE_BYTES)
         .max_frame_size(MAX_PHONE_MESSAGE_BYTES)

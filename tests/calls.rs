@@ -14,7 +14,10 @@ const WAIT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
 
 /// A server wired to a fresh fake Gemini, a started call of `provider`, and its session.
-async fn live_call(provider: Provider, call_id: &str) -> (FakeGemini, TestServer, Caller, GeminiSession) {
+async fn live_call(
+    provider: Provider,
+    call_id: &str,
+) -> (FakeGemini, TestServer, Caller, GeminiSession) {
     let mut gemini = FakeGemini::start(Behaviour::Normal).await;
     let server = TestServer::with_gemini(&gemini.url()).await;
     let caller = Caller::start(&server, provider, call_id).await;
@@ -47,26 +50,45 @@ async fn answer_xml_opens_a_bidirectional_mulaw_stream() {
 
     let twilio = client
         .post(server.http("/twilio/answer"))
-        .form(&[("CallSid", "CA1"), ("From", "+15550001111"), ("To", "+15550002222"), ("Direction", "inbound")])
+        .form(&[
+            ("CallSid", "CA1"),
+            ("From", "+15550001111"),
+            ("To", "+15550002222"),
+            ("Direction", "inbound"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(twilio.status(), 200);
     assert_eq!(twilio.headers()["content-type"], "application/xml");
     let xml = twilio.text().await.unwrap();
-    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"), "{xml}");
+    assert!(
+        xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"),
+        "{xml}"
+    );
     assert!(
         xml.contains("<Response><Connect><Stream url=\"wss://phone.example.com/twilio/stream\">"),
         "{xml}"
     );
-    assert!(xml.contains("<Parameter name=\"from\" value=\"+15550001111\"/>"), "{xml}");
-    assert!(xml.contains("<Parameter name=\"direction\" value=\"inbound\"/>"), "{xml}");
+    assert!(
+        xml.contains("<Parameter name=\"from\" value=\"+15550001111\"/>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<Parameter name=\"direction\" value=\"inbound\"/>"),
+        "{xml}"
+    );
     assert!(xml.ends_with("</Stream></Connect></Response>"), "{xml}");
 
     // Plivo posts forms, and sometimes JSON.
     let plivo_form = client
         .post(server.http("/plivo/answer"))
-        .form(&[("CallUUID", "c-1"), ("From", "15550001111"), ("To", "15550002222"), ("Direction", "inbound")])
+        .form(&[
+            ("CallUUID", "c-1"),
+            ("From", "15550001111"),
+            ("To", "15550002222"),
+            ("Direction", "inbound"),
+        ])
         .send()
         .await
         .unwrap();
@@ -90,9 +112,18 @@ async fn answer_xml_opens_a_bidirectional_mulaw_stream() {
         }
     }
 
-    let no_id = client.post(server.http("/twilio/answer")).form(&[("From", "+1")]).send().await.unwrap();
+    let no_id = client
+        .post(server.http("/twilio/answer"))
+        .form(&[("From", "+1")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_id.status(), 400);
-    let unknown = client.post(server.http("/telnyx/answer")).send().await.unwrap();
+    let unknown = client
+        .post(server.http("/telnyx/answer"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
     server.stop().await;
 }
@@ -112,22 +143,36 @@ async fn setup_carries_key_header_prompt_and_transcription() {
     for provider in PROVIDERS {
         let (_gemini, server, _caller, mut session) = live_call(provider, "setup1").await;
         assert_eq!(session.api_key().as_deref(), Some(TEST_API_KEY));
-        assert!(!session.uri().contains(TEST_API_KEY), "key leaked into the URL");
+        assert!(
+            !session.uri().contains(TEST_API_KEY),
+            "key leaked into the URL"
+        );
         let setup = &session.setup()["setup"];
         assert_eq!(setup["model"], "models/gemini-3.8-live");
-        assert_eq!(setup["generationConfig"]["responseModalities"], json!(["AUDIO"]));
+        assert_eq!(
+            setup["generationConfig"]["responseModalities"],
+            json!(["AUDIO"])
+        );
         assert_eq!(
             setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
             "Kore"
         );
-        let inbound = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/inbound.md")).unwrap();
-        assert_eq!(setup["systemInstruction"]["parts"][0]["text"], inbound.as_str());
+        let inbound =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/inbound.md"))
+                .unwrap();
+        assert_eq!(
+            setup["systemInstruction"]["parts"][0]["text"],
+            inbound.as_str()
+        );
         assert_eq!(setup["inputAudioTranscription"], json!({}));
         assert_eq!(setup["outputAudioTranscription"], json!({}));
         assert_eq!(setup["sessionResumption"], json!({}));
         // The bridge asks the model to greet the caller first.
         let greeting = next_non_audio(&mut session).await;
-        assert!(greeting.pointer("/realtimeInput/text").is_some(), "{greeting}");
+        assert!(
+            greeting.pointer("/realtimeInput/text").is_some(),
+            "{greeting}"
+        );
         server.stop().await;
     }
 }
@@ -140,13 +185,30 @@ async fn greeting_arrives_as_exact_provider_frames() {
         session.send_turn_complete();
         let received = caller.recv_audio(50, WAIT).await;
         // recv_audio checks each message's exact JSON shape and that payloads are 160 bytes.
-        assert_eq!(received.media_count(), 50, "{:?}: {}", provider, received.summary());
+        assert_eq!(
+            received.media_count(),
+            50,
+            "{:?}: {}",
+            provider,
+            received.summary()
+        );
         let more = caller.collect_for(QUIET).await;
-        assert!(more.media_count() <= 1, "at most the filter tail follows: {}", more.summary());
-        assert_eq!(more.marks(), vec!["turn-1".to_string()], "a mark closes the turn");
+        assert!(
+            more.media_count() <= 1,
+            "at most the filter tail follows: {}",
+            more.summary()
+        );
+        assert_eq!(
+            more.marks(),
+            vec!["turn-1".to_string()],
+            "a mark closes the turn"
+        );
         let pcm = mulaw_decode(&received.audio());
         let level = tone_amplitude(&pcm[400..], 8_000, 440.0);
-        assert!((7_000.0..9_000.0).contains(&level), "{provider:?}: 440 Hz came out at {level}");
+        assert!(
+            (7_000.0..9_000.0).contains(&level),
+            "{provider:?}: 440 Hz came out at {level}"
+        );
         server.stop().await;
     }
 }
@@ -189,7 +251,11 @@ async fn a_second_turn_works_after_turn_complete() {
         let pcm = mulaw_decode(&second.audio());
         assert!(tone_amplitude(&pcm[200..], 8_000, 900.0) > 6_000.0);
         let tail = caller.collect_for(QUIET).await;
-        assert!(tail.marks().contains(&"turn-2".to_string()), "{}", tail.summary());
+        assert!(
+            tail.marks().contains(&"turn-2".to_string()),
+            "{}",
+            tail.summary()
+        );
         server.stop().await;
     }
 }
@@ -206,7 +272,12 @@ async fn barge_in_clears_playback_and_no_stale_audio_follows() {
         session.send_turn_complete();
         let after = caller.collect_for(QUIET).await;
         assert_eq!(after.clear_count(), 1, "{provider:?}: {}", after.summary());
-        assert_eq!(after.media_after_last_clear(), Some(0), "stale audio after clear: {}", after.summary());
+        assert_eq!(
+            after.media_after_last_clear(),
+            Some(0),
+            "stale audio after clear: {}",
+            after.summary()
+        );
 
         // The next answer plays normally.
         send_tone(&session, 600.0, 200);
@@ -223,8 +294,14 @@ async fn hang_up_closes_gemini_and_frees_the_call() {
         let (_gemini, server, mut caller, mut session) = live_call(provider, "bye").await;
         assert!(server.wait_active_calls(1, WAIT).await);
         caller.hang_up().await;
-        assert!(session.wait_closed(WAIT).await, "{provider:?}: Gemini socket left open");
-        assert!(server.wait_active_calls(0, WAIT).await, "{provider:?}: call still counted");
+        assert!(
+            session.wait_closed(WAIT).await,
+            "{provider:?}: Gemini socket left open"
+        );
+        assert!(
+            server.wait_active_calls(0, WAIT).await,
+            "{provider:?}: call still counted"
+        );
         server.stop().await;
     }
 }
@@ -245,7 +322,10 @@ async fn gemini_refusing_ends_the_call_cleanly() {
             let server = TestServer::with_gemini(&gemini.url()).await;
             let mut caller = Caller::start(&server, provider, "refused").await;
             // NeverCompleteSetup waits out the 2 s test setup timeout.
-            assert!(caller.wait_closed(WAIT).await, "{provider:?} {behaviour:?}: call not ended");
+            assert!(
+                caller.wait_closed(WAIT).await,
+                "{provider:?} {behaviour:?}: call not ended"
+            );
             assert!(server.wait_active_calls(0, WAIT).await);
             server.stop().await;
         }
@@ -262,9 +342,15 @@ async fn gemini_dropping_mid_call_ends_the_call_cleanly() {
             if abrupt {
                 session.abort();
             } else {
-                session.close(1008, "Operation is not implemented, or supported, or enabled.");
+                session.close(
+                    1008,
+                    "Operation is not implemented, or supported, or enabled.",
+                );
             }
-            assert!(caller.wait_closed(WAIT).await, "{provider:?} abrupt={abrupt}: call not ended");
+            assert!(
+                caller.wait_closed(WAIT).await,
+                "{provider:?} abrupt={abrupt}: call not ended"
+            );
             assert!(server.wait_active_calls(0, WAIT).await);
             server.stop().await;
         }
@@ -321,9 +407,15 @@ async fn bad_input_is_survived_and_stays_inside_its_call() {
         assert_eq!(heard.media_count(), 10, "{}", heard.summary());
 
         // A huge message ends only the call that sent it.
-        let huge = format!("{{\"event\":\"media\",\"media\":{{\"payload\":\"{}\"}}}}", "A".repeat(200_000));
+        let huge = format!(
+            "{{\"event\":\"media\",\"media\":{{\"payload\":\"{}\"}}}}",
+            "A".repeat(200_000)
+        );
         noisy.send_raw(&huge).await;
-        assert!(noisy.wait_closed(WAIT).await, "{provider:?}: oversized message not refused");
+        assert!(
+            noisy.wait_closed(WAIT).await,
+            "{provider:?}: oversized message not refused"
+        );
         assert!(noisy_session.wait_closed(WAIT).await);
 
         assert!(bystander.send_media(&mulaw_tone(1_000.0, 100)).await);
@@ -343,12 +435,21 @@ async fn go_away_resumes_the_session_with_the_latest_handle() {
     session.send_resumption_update("handle-2");
     session.send_go_away("50s");
     let mut resumed = gemini.next_session(WAIT).await;
-    assert_eq!(resumed.setup()["setup"]["sessionResumption"]["handle"], "handle-2");
-    assert!(session.wait_closed(WAIT).await, "old socket must close before resuming");
+    assert_eq!(
+        resumed.setup()["setup"]["sessionResumption"]["handle"],
+        "handle-2"
+    );
+    assert!(
+        session.wait_closed(WAIT).await,
+        "old socket must close before resuming"
+    );
     // The call goes on over the new socket, without a second greeting.
     assert!(caller.send_media(&mulaw_tone(1_000.0, 100)).await);
     resumed.recv_audio(3_200, WAIT).await;
-    assert!(resumed.take_non_audio().is_empty(), "greeting repeated after resumption");
+    assert!(
+        resumed.take_non_audio().is_empty(),
+        "greeting repeated after resumption"
+    );
     send_tone(&resumed, 440.0, 200);
     assert_eq!(caller.recv_audio(10, WAIT).await.media_count(), 10);
     server.stop().await;
@@ -363,7 +464,12 @@ async fn an_unknown_tool_call_is_answered_with_an_error() {
     let response = &reply["toolResponse"]["functionResponses"][0];
     assert_eq!(response["id"], "fc-7");
     assert_eq!(response["name"], "launch_rockets");
-    assert!(response["response"]["error"].as_str().unwrap().contains("launch_rockets"));
+    assert!(
+        response["response"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("launch_rockets")
+    );
     server.stop().await;
 }
 

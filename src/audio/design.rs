@@ -64,7 +64,11 @@ pub fn design_low_pass(spec: &LowPassSpec) -> Vec<f64> {
             }
         }
         let gram: Vec<Vec<f64>> = (0..=m)
-            .map(|j| (0..=m).map(|k| 0.5 * (s[j.abs_diff(k)] + s[j + k])).collect())
+            .map(|j| {
+                (0..=m)
+                    .map(|k| 0.5 * (s[j.abs_diff(k)] + s[j + k]))
+                    .collect()
+            })
             .collect();
         coeffs = solve(gram, rhs);
 
@@ -130,7 +134,11 @@ pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let mut x = vec![0.0; n];
     for col in (0..n).rev() {
         let s: f64 = b[col] - (col + 1..n).map(|k| a[col][k] * x[k]).sum::<f64>();
-        x[col] = if a[col][col] == 0.0 { 0.0 } else { s / a[col][col] };
+        x[col] = if a[col][col] == 0.0 {
+            0.0
+        } else {
+            s / a[col][col]
+        };
     }
     x
 }
@@ -139,10 +147,13 @@ pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
 #[cfg(test)]
 pub fn magnitude(taps: &[f64], freq: f64, sample_rate: f64) -> f64 {
     let w = 2.0 * PI * freq / sample_rate;
-    let (re, im) = taps.iter().enumerate().fold((0.0, 0.0), |(re, im), (n, &t)| {
-        let phase = w * n as f64;
-        (re + t * phase.cos(), im - t * phase.sin())
-    });
+    let (re, im) = taps
+        .iter()
+        .enumerate()
+        .fold((0.0, 0.0), |(re, im), (n, &t)| {
+            let phase = w * n as f64;
+            (re + t * phase.cos(), im - t * phase.sin())
+        });
     re.hypot(im)
 }
 

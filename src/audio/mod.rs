@@ -269,7 +269,9 @@ mod tests {
         up.push(&[MULAW_SILENCE; 400], &mut out);
         assert!(out.iter().all(|&b| b == 0));
         // Alternating full-scale codes overshoot in the filter; the output must clamp, not wrap.
-        let harsh: Vec<u8> = (0..4000).map(|i| if i % 7 < 3 { 0x00 } else { 0x80 }).collect();
+        let harsh: Vec<u8> = (0..4000)
+            .map(|i| if i % 7 < 3 { 0x00 } else { 0x80 })
+            .collect();
         out.clear();
         up.push(&harsh, &mut out);
         assert_eq!(out.len(), 16_000);
@@ -334,7 +336,10 @@ mod tests {
         assert_eq!(d.queued_frames(), 11);
         let frames = drain(&mut d);
         // Delayed by 21 samples, the tone's last 21 samples are in the flushed frame.
-        let tail: Vec<i16> = frames[1600..1621].iter().map(|&b| codec::decode(b)).collect();
+        let tail: Vec<i16> = frames[1600..1621]
+            .iter()
+            .map(|&b| codec::decode(b))
+            .collect();
         assert!(tail.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0) > 5000);
     }
 

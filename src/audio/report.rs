@@ -131,7 +131,12 @@ fn db(x: f64) -> f64 {
 /// Least-squares fit of `Σ a_k cos(ω_k n) + b_k sin(ω_k n)` to `y`, where `n` counts from
 /// `first_index`; returns (amplitude, phase lag θ) per frequency, with y ≈ A cos(ωn − θ).
 /// A sine column that vanishes (DC, Nyquist) is left out rather than making the system singular.
-pub fn fit_tones(y: &[f64], sample_rate: f64, first_index: usize, freqs: &[f64]) -> Vec<(f64, f64)> {
+pub fn fit_tones(
+    y: &[f64],
+    sample_rate: f64,
+    first_index: usize,
+    freqs: &[f64],
+) -> Vec<(f64, f64)> {
     let cols = 2 * freqs.len();
     let basis = |i: usize, c: usize| -> f64 {
         let w = 2.0 * PI * freqs[c / 2] / sample_rate;
@@ -155,13 +160,18 @@ pub fn fit_tones(y: &[f64], sample_rate: f64, first_index: usize, freqs: &[f64])
     let keep: Vec<usize> = (0..cols)
         .filter(|&c| gram[c][c] > 1e-6 * y.len() as f64)
         .collect();
-    let reduced: Vec<Vec<f64>> = keep.iter().map(|&a| keep.iter().map(|&b| gram[a][b]).collect()).collect();
+    let reduced: Vec<Vec<f64>> = keep
+        .iter()
+        .map(|&a| keep.iter().map(|&b| gram[a][b]).collect())
+        .collect();
     let sol = solve(reduced, keep.iter().map(|&a| rhs[a]).collect());
     let mut coef = vec![0.0; cols];
     for (&c, &v) in keep.iter().zip(&sol) {
         coef[c] = v;
     }
-    coef.chunks_exact(2).map(|ab| (ab[0].hypot(ab[1]), ab[1].atan2(ab[0]))).collect()
+    coef.chunks_exact(2)
+        .map(|ab| (ab[0].hypot(ab[1]), ab[1].atan2(ab[0])))
+        .collect()
 }
 
 /// Streams a cosine of `freq` (phase 0 at input sample 0) through `r` in 20 ms frames and
@@ -182,7 +192,12 @@ fn run_tone(r: &mut dyn StreamResampler, freq: f64) -> (Vec<f64>, usize) {
     let skip = (SKIP_MS * fout / 1000.0) as usize;
     let len = (WINDOW_MS * fout / 1000.0) as usize;
     let end = out.len().min(skip + len);
-    let window = out.get(skip..end).unwrap_or(&[]).iter().map(|&v| f64::from(v)).collect();
+    let window = out
+        .get(skip..end)
+        .unwrap_or(&[])
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
     (window, skip)
 }
 
@@ -249,7 +264,10 @@ pub fn measure(name: &str, r: &mut dyn StreamResampler, step_hz: f64) -> Figures
         let mut f = 2.0 * step_hz;
         while f <= PASSBAND_EDGE_HZ + 1e-9 {
             let (y, first) = run_tone(r, f);
-            pass(&mut fig, db(fit_tones(&y, fout, first, &[f])[0].0 / AMPLITUDE));
+            pass(
+                &mut fig,
+                db(fit_tones(&y, fout, first, &[f])[0].0 / AMPLITUDE),
+            );
             f += 2.0 * step_hz;
         }
         let (lo, hi) = (fout / 2.0, fin / 2.0);
@@ -344,9 +362,17 @@ fn echo_16k_to_24k(pcm16k: &[i16]) -> Vec<i16> {
                     continue;
                 };
                 let d = u - k as f64;
-                let sinc = if d == 0.0 { 1.0 } else { (PI * d).sin() / (PI * d) };
+                let sinc = if d == 0.0 {
+                    1.0
+                } else {
+                    (PI * d).sin() / (PI * d)
+                };
                 let r = d / HALF as f64;
-                let w = if r.abs() < 1.0 { bessel_i0(beta * (1.0 - r * r).sqrt()) / norm } else { 0.0 };
+                let w = if r.abs() < 1.0 {
+                    bessel_i0(beta * (1.0 - r * r).sqrt()) / norm
+                } else {
+                    0.0
+                };
                 acc += f64::from(s) * sinc * w;
             }
             acc.round().clamp(-32768.0, 32767.0) as i16
@@ -364,7 +390,10 @@ fn echo_16k_to_24k(pcm16k: &[i16]) -> Vec<i16> {
 /// odd-sized pushes.
 pub fn round_trip() -> RoundTrip {
     let original: Vec<f64> = (0..RT_LEN).map(|n| multitone(n as f64 / 8000.0)).collect();
-    let mulaw: Vec<u8> = original.iter().map(|&s| codec::encode(s.round() as i16)).collect();
+    let mulaw: Vec<u8> = original
+        .iter()
+        .map(|&s| codec::encode(s.round() as i16))
+        .collect();
     let mulaw_only: Vec<f64> = mulaw.iter().map(|&b| f64::from(codec::decode(b))).collect();
 
     let mut up = Uplink::new();
@@ -372,8 +401,14 @@ pub fn round_trip() -> RoundTrip {
     for frame in mulaw.chunks(PHONE_FRAME_BYTES) {
         up.push(frame, &mut bytes16);
     }
-    let pcm16: Vec<i16> = bytes16.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
-    let bytes24: Vec<u8> = echo_16k_to_24k(&pcm16).into_iter().flat_map(i16::to_le_bytes).collect();
+    let pcm16: Vec<i16> = bytes16
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let bytes24: Vec<u8> = echo_16k_to_24k(&pcm16)
+        .into_iter()
+        .flat_map(i16::to_le_bytes)
+        .collect();
 
     let mut down = Downlink::new();
     let mut rest = &bytes24[..];
@@ -404,7 +439,11 @@ pub fn round_trip() -> RoundTrip {
         .map(|lag| (lag, snr(&mulaw_only, &heard, lag)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or((0, f64::NEG_INFINITY));
-    RoundTrip { snr_db, mulaw_only_snr_db: snr(&original, &mulaw_only, 0), delay_samples: delay }
+    RoundTrip {
+        snr_db,
+        mulaw_only_snr_db: snr(&original, &mulaw_only, 0),
+        delay_samples: delay,
+    }
 }
 
 /// Best-of-5 average wall time of `f` over `iters` calls, in ns.
@@ -446,7 +485,9 @@ pub fn frame_costs_ns() -> (f64, f64) {
 /// PASS/FAIL (`gemini-phone audio-report`).
 pub fn fidelity_report() -> String {
     let mut s = String::new();
-    let decode_ok = (0..=255u8).filter(|&b| codec::decode(b) == codec::reference::reference_decode(b)).count();
+    let decode_ok = (0..=255u8)
+        .filter(|&b| codec::decode(b) == codec::reference::reference_decode(b))
+        .count();
     let _ = writeln!(
         s,
         "mu-law decode vs G.711 reference: {decode_ok}/256 codes identical (goal 256) {}",
@@ -475,7 +516,11 @@ pub fn fidelity_report() -> String {
         rt.delay_samples,
         verdict(rt.snr_db >= ROUND_TRIP_GOAL_DB)
     );
-    let _ = writeln!(s, "  (for scale: mu-law alone vs the original signal: {:.1} dB)", rt.mulaw_only_snr_db);
+    let _ = writeln!(
+        s,
+        "  (for scale: mu-law alone vs the original signal: {:.1} dB)",
+        rt.mulaw_only_snr_db
+    );
 
     let (up_ns, down_ns) = frame_costs_ns();
     for (name, ns) in [("uplink", up_ns), ("downlink", down_ns)] {
@@ -523,7 +568,10 @@ mod tests {
         let fig = measure("up", &mut Upsampler2x::new(), 50.0);
         assert!(fig.passband_ripple_db() <= 0.05, "{fig:?}");
         assert!(fig.stop_worst_db <= -65.0, "{fig:?}");
-        assert!((fig.group_delay_ms - Upsampler2x::DELAY_MS).abs() < 0.01, "{fig:?}");
+        assert!(
+            (fig.group_delay_ms - Upsampler2x::DELAY_MS).abs() < 0.01,
+            "{fig:?}"
+        );
         assert!(fig.meets_goals());
     }
 
@@ -548,7 +596,10 @@ mod tests {
         // The whole 4-12 kHz, not only the 4.6-12 kHz that folds into the passband.
         assert!(fig.stop_worst_db <= -65.0, "{fig:?}");
         assert!(fig.stop_worst_narrow_db <= -65.0, "{fig:?}");
-        assert!((fig.group_delay_ms - Downsampler3x::DELAY_MS).abs() < 0.01, "{fig:?}");
+        assert!(
+            (fig.group_delay_ms - Downsampler3x::DELAY_MS).abs() < 0.01,
+            "{fig:?}"
+        );
         assert!(fig.meets_goals());
     }
 

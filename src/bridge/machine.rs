@@ -225,8 +225,9 @@ impl CallMachine {
                         self.echo.extend_from_slice(mulaw);
                         let mut chunks = self.echo.chunks_exact(PHONE_FRAME_BYTES);
                         for frame in &mut chunks {
-                            self.outputs
-                                .push_back(Output::Phone(self.stream.encode(PhoneCommand::Play(frame))));
+                            self.outputs.push_back(Output::Phone(
+                                self.stream.encode(PhoneCommand::Play(frame)),
+                            ));
                         }
                         let rest = chunks.remainder().len();
                         let used = self.echo.len() - rest;
@@ -239,9 +240,15 @@ impl CallMachine {
                         protocol::write_audio_message(&self.pcm16k, &mut message);
                         self.outputs.push_back(Output::Gemini(message));
                     }
-                    (Mode::Gemini, Phase::Connecting | Phase::Reconnecting | Phase::AwaitingSetup) => {
+                    (
+                        Mode::Gemini,
+                        Phase::Connecting | Phase::Reconnecting | Phase::AwaitingSetup,
+                    ) => {
                         self.uplink.push(mulaw, &mut self.pending_uplink);
-                        let excess = self.pending_uplink.len().saturating_sub(MAX_PENDING_UPLINK_BYTES);
+                        let excess = self
+                            .pending_uplink
+                            .len()
+                            .saturating_sub(MAX_PENDING_UPLINK_BYTES);
                         if excess > 0 {
                             // Keep the most recent second; whole samples only.
                             self.pending_uplink.drain(..excess + excess % 2);
@@ -296,7 +303,8 @@ impl CallMachine {
         if !self.greeted {
             self.greeted = true;
             if let Some(setup) = &self.setup {
-                self.outputs.push_back(Output::Gemini(setup.greeting_message()));
+                self.outputs
+                    .push_back(Output::Gemini(setup.greeting_message()));
             }
         }
         // What the caller said while we connected, in chunks of at most 100 ms.
@@ -325,7 +333,10 @@ impl CallMachine {
         }
         // 1011 is a server fault or the connection deadline; both resume cleanly.
         let resumable = code == 1011 && !reason.to_ascii_lowercase().contains("quota");
-        if resumable && self.resume_handle.is_some() && self.reconnect_attempts < MAX_RECONNECT_ATTEMPTS {
+        if resumable
+            && self.resume_handle.is_some()
+            && self.reconnect_attempts < MAX_RECONNECT_ATTEMPTS
+        {
             tracing::warn!(code, %reason, "Gemini connection lost; resuming the session");
             self.outputs.push_back(Output::CloseGemini);
             self.request_resume();
@@ -356,7 +367,8 @@ impl CallMachine {
         if let Some(call) = message.tool_call
             && !call.function_calls.is_empty()
         {
-            self.outputs.push_back(Output::ToolCalls(call.function_calls));
+            self.outputs
+                .push_back(Output::ToolCalls(call.function_calls));
         }
         if let Some(cancel) = message.tool_call_cancellation
             && !cancel.ids.is_empty()
@@ -371,7 +383,10 @@ impl CallMachine {
         }
         if let Some(go_away) = message.go_away {
             let left = go_away.seconds_left().unwrap_or(10.0);
-            tracing::info!(seconds_left = left, "Gemini will close this connection; resuming at the next pause");
+            tracing::info!(
+                seconds_left = left,
+                "Gemini will close this connection; resuming at the next pause"
+            );
             self.resume_wanted = true;
             let left = Duration::from_secs_f64(left.min(3_600.0));
             self.resume_deadline = Some(Instant::now() + left.saturating_sub(GO_AWAY_MARGIN));
@@ -416,8 +431,15 @@ impl CallMachine {
     fn on_server_content(&mut self, content: ServerContent<'_>) {
         if let Some(turn) = content.model_turn {
             for part in turn.parts {
-                let Some(blob) = part.inline_data else { continue };
-                if part.thought || !blob.mime_type.as_deref().is_none_or(|m| m.starts_with("audio/pcm")) {
+                let Some(blob) = part.inline_data else {
+                    continue;
+                };
+                if part.thought
+                    || !blob
+                        .mime_type
+                        .as_deref()
+                        .is_none_or(|m| m.starts_with("audio/pcm"))
+                {
                     continue;
                 }
                 if let Err(error) = protocol::decode_audio(&blob.data, &mut self.pcm24k) {
@@ -469,8 +491,9 @@ impl CallMachine {
 
     fn drain_frames(&mut self) {
         while let Some(frame) = self.downlink.pop_frame() {
-            self.outputs
-                .push_back(Output::Phone(self.stream.encode(PhoneCommand::Play(&frame))));
+            self.outputs.push_back(Output::Phone(
+                self.stream.encode(PhoneCommand::Play(&frame)),
+            ));
         }
     }
 
@@ -491,17 +514,23 @@ impl CallMachine {
         if self.phase != Phase::Live || !self.resume_wanted && self.resume_deadline.is_none() {
             return;
         }
+        self.cut_agent_turn();
         self.outputs.push_back(Output::CloseGemini);
         self.request_resume();
     }
 
-    fn request_resume(&mut self) {
-        // Audio of an unfinished turn cannot be resumed; the new session starts clean.
+    /// Plays out what the model already said: an unfinished turn cannot be resumed, and the
+    /// new session starts clean.
+    fn cut_agent_turn(&mut self) {
         if self.agent_speaking {
             self.downlink.finish_turn();
             self.drain_frames();
             self.agent_speaking = false;
         }
+    }
+
+    fn request_resume(&mut self) {
+        self.cut_agent_turn();
         let Some(setup) = &self.setup else {
             return self.end(EndReason::GeminiUnavailable("no session to resume".into()));
         };
@@ -530,5 +559,363 @@ impl CallMachine {
     fn note_bad_message(&mut self) -> u32 {
         self.bad_messages = self.bad_messages.saturating_add(1);
         self.bad_messages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GeminiConfig, Secret};
+    use crate::telephony::{Provider, twilio::Twilio};
+    use base64::Engine as _;
+    use serde_json::{Value, json};
+
+    const START: &str = r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"from":"+1555"}},"streamSid":"MZ1"}"#;
+
+    fn media(frame: &[u8]) -> String {
+        let payload = base64::engine::general_purpose::STANDARD.encode(frame);
+        format!(
+            r#"{{"event":"media","sequenceNumber":"3","media":{{"track":"inbound","chunk":"1","timestamp":"0","payload":"{payload}"}},"streamSid":"MZ1"}}"#
+        )
+    }
+
+    fn model_audio(samples: usize) -> Vec<u8> {
+        let pcm: Vec<u8> = (0..samples)
+            .flat_map(|i| (((i as f64 * 0.1).sin() * 8000.0) as i16).to_le_bytes())
+            .collect();
+        let data = base64::engine::general_purpose::STANDARD.encode(pcm);
+        json!({"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm;rate=24000","data":data}}]}}})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn setup() -> SessionSetup {
+        let config = GeminiConfig {
+            api_key: Secret::new("k"),
+            model: "gemini-3.8-live".into(),
+            voice: "Kore".into(),
+            language: None,
+            live_url: "ws://127.0.0.1:1".into(),
+            setup_timeout: Duration::from_secs(1),
+        };
+        SessionSetup::new(&config, "Be brief.".into())
+    }
+
+    fn drain(machine: &mut CallMachine) -> Vec<Output> {
+        std::iter::from_fn(|| machine.poll_output()).collect()
+    }
+
+    fn kinds(outputs: &[Output]) -> Vec<&'static str> {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Output::Started(_) => "started",
+                Output::Phone(text) => match serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|v| v["event"].as_str().map(str::to_owned))
+                    .as_deref()
+                {
+                    Some("media") => "play",
+                    Some("clear") => "clear",
+                    Some("mark") => "mark",
+                    _ => "phone?",
+                },
+                Output::Gemini(text) if text.contains("\"audio\"") => "audio-up",
+                Output::Gemini(_) => "gemini",
+                Output::CloseGemini => "close-gemini",
+                Output::ConnectGemini(_) => "connect",
+                Output::Transcript(..) => "transcript",
+                Output::ToolCalls(_) => "tools",
+                Output::CancelToolCalls(_) => "cancel",
+                Output::End(_) => "end",
+            })
+            .collect()
+    }
+
+    /// A Gemini-mode machine that is live (session open, greeting sent).
+    fn live() -> CallMachine {
+        let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
+        m.handle_phone_text(START);
+        assert_eq!(kinds(&drain(&mut m)), ["started"]);
+        m.open_session(setup());
+        assert_eq!(kinds(&drain(&mut m)), ["connect"]);
+        m.gemini_ready();
+        assert_eq!(kinds(&drain(&mut m)), ["gemini"], "greeting cue");
+        m
+    }
+
+    #[test]
+    fn caller_audio_is_held_while_connecting_and_sent_after_the_greeting() {
+        let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
+        m.handle_phone_text(START);
+        m.open_session(setup());
+        drain(&mut m);
+        for _ in 0..5 {
+            m.handle_phone_text(&media(&[0xFF; 160]));
+        }
+        assert!(
+            drain(&mut m).is_empty(),
+            "nothing may reach Gemini before setupComplete"
+        );
+        m.gemini_ready();
+        let out = drain(&mut m);
+        assert_eq!(kinds(&out), ["gemini", "audio-up"]);
+        let Output::Gemini(text) = &out[1] else {
+            unreachable!()
+        };
+        let msg: Value = serde_json::from_str(text).unwrap();
+        let data = msg["realtimeInput"]["audio"]["data"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        assert_eq!(bytes.len(), 5 * 160 * 4, "100 ms of 16 kHz PCM16");
+    }
+
+    #[test]
+    fn every_phone_frame_goes_up_at_once() {
+        let mut m = live();
+        m.handle_phone_text(&media(&[0x7F; 160]));
+        assert_eq!(kinds(&drain(&mut m)), ["audio-up"]);
+    }
+
+    #[test]
+    fn model_audio_becomes_frames_and_a_mark_ends_the_turn() {
+        let mut m = live();
+        // 250 ms at 24 kHz: 12 whole frames and a partial one.
+        m.handle_gemini_frame(&model_audio(6_000));
+        let out = drain(&mut m);
+        assert_eq!(kinds(&out), ["play"; 12]);
+        assert!(m.agent_speaking());
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"turnComplete":true},"usageMetadata":{"totalTokenCount":5}}"#,
+        );
+        let out = drain(&mut m);
+        let k = kinds(&out);
+        assert_eq!(k.last(), Some(&"mark"));
+        assert!(
+            k[..k.len() - 1].iter().all(|&x| x == "play") && k.len() >= 2,
+            "{k:?}"
+        );
+        assert!(!m.agent_speaking());
+    }
+
+    #[test]
+    fn interruption_clears_and_drops_the_partial_frame() {
+        let mut m = live();
+        m.handle_gemini_frame(&model_audio(6_000));
+        drain(&mut m);
+        m.handle_gemini_frame(br#"{"serverContent":{"interrupted":true}}"#);
+        assert_eq!(kinds(&drain(&mut m)), ["clear"]);
+        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        assert!(
+            drain(&mut m).is_empty(),
+            "no stale audio and no mark after a barge-in"
+        );
+        m.handle_gemini_frame(&model_audio(480));
+        assert_eq!(kinds(&drain(&mut m)), ["play"], "the next answer plays");
+    }
+
+    #[test]
+    fn several_fields_in_one_message_are_all_handled() {
+        let mut m = live();
+        let mut msg: Value = serde_json::from_slice(&model_audio(480)).unwrap();
+        msg["serverContent"]["outputTranscription"] = json!({"text": "Hello!"});
+        msg["serverContent"]["turnComplete"] = json!(true);
+        msg["sessionResumptionUpdate"] = json!({"newHandle": "h9", "resumable": true});
+        m.handle_gemini_frame(msg.to_string().as_bytes());
+        let out = drain(&mut m);
+        assert!(
+            out.contains(&Output::Transcript(Speaker::Agent, "Hello!".into())),
+            "{out:?}"
+        );
+        assert!(kinds(&out).contains(&"play") && kinds(&out).contains(&"mark"));
+        m.gemini_closed(1011, "Internal error encountered.".into());
+        let out = drain(&mut m);
+        let Some(Output::ConnectGemini(setup)) =
+            out.iter().find(|o| matches!(o, Output::ConnectGemini(_)))
+        else {
+            panic!("no resumption: {out:?}");
+        };
+        assert!(setup.contains("\"handle\":\"h9\""));
+    }
+
+    #[test]
+    fn transcripts_are_whole_lines_per_turn() {
+        let mut m = live();
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"inputTranscription":{"text":"what's the "}}}"#,
+        );
+        m.handle_gemini_frame(br#"{"serverContent":{"inputTranscription":{"text":"weather"}}}"#);
+        assert!(drain(&mut m).is_empty());
+        m.handle_gemini_frame(&model_audio(480));
+        let out = drain(&mut m);
+        assert_eq!(
+            out[0],
+            Output::Transcript(Speaker::Caller, "what's the weather".into())
+        );
+        m.handle_gemini_frame(br#"{"serverContent":{"outputTranscription":{"text":" Sunny"}}}"#);
+        m.handle_gemini_frame(br#"{"serverContent":{"outputTranscription":{"text":" today."}}}"#);
+        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        let out = drain(&mut m);
+        assert!(out.contains(&Output::Transcript(Speaker::Agent, "Sunny today.".into())));
+    }
+
+    #[test]
+    fn go_away_waits_for_the_end_of_the_turn() {
+        let mut m = live();
+        m.handle_gemini_frame(
+            br#"{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}"#,
+        );
+        m.handle_gemini_frame(&model_audio(4_800));
+        drain(&mut m);
+        m.handle_gemini_frame(br#"{"goAway":{"timeLeft":"50s"}}"#);
+        assert!(
+            drain(&mut m).is_empty(),
+            "must not cut the agent off mid-sentence"
+        );
+        assert!(
+            m.poll_timeout().is_some(),
+            "a deadline guards against a turn that never ends"
+        );
+        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        let out = drain(&mut m);
+        let k = kinds(&out);
+        assert_eq!(&k[k.len() - 2..], ["close-gemini", "connect"]);
+        // While the new session opens, caller audio waits; then it flows again.
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        assert!(drain(&mut m).is_empty());
+        m.gemini_ready();
+        assert_eq!(kinds(&drain(&mut m)), ["audio-up"], "no second greeting");
+    }
+
+    #[test]
+    fn go_away_deadline_forces_the_resumption() {
+        let mut m = live();
+        m.handle_gemini_frame(&model_audio(4_800));
+        m.handle_gemini_frame(br#"{"goAway":{"timeLeft":"6s"}}"#);
+        drain(&mut m);
+        let deadline = m.poll_timeout().expect("deadline");
+        m.handle_timeout(deadline);
+        let k = kinds(&drain(&mut m));
+        assert!(k.ends_with(&["close-gemini", "connect"]), "{k:?}");
+    }
+
+    #[test]
+    fn failed_resumptions_end_the_call_after_a_few_tries() {
+        let mut m = live();
+        m.handle_gemini_frame(
+            br#"{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}"#,
+        );
+        m.gemini_closed(
+            1011,
+            "Deadline expired before operation could complete.".into(),
+        );
+        drain(&mut m);
+        for _ in 1..MAX_RECONNECT_ATTEMPTS {
+            m.gemini_failed("refused".into());
+            assert_eq!(kinds(&drain(&mut m)), ["connect"]);
+        }
+        m.gemini_failed("refused".into());
+        let out = drain(&mut m);
+        assert!(
+            matches!(
+                out.last(),
+                Some(Output::End(EndReason::GeminiUnavailable(_)))
+            ),
+            "{out:?}"
+        );
+        assert!(m.is_ended());
+    }
+
+    #[test]
+    fn fatal_closes_end_the_call_with_the_reason() {
+        let mut m = live();
+        m.handle_gemini_frame(
+            br#"{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}"#,
+        );
+        m.gemini_closed(
+            1007,
+            "API key not valid. Please pass a valid API key.".into(),
+        );
+        let out = drain(&mut m);
+        assert_eq!(
+            out,
+            [Output::End(EndReason::GeminiClosed {
+                code: 1007,
+                reason: "API key not valid. Please pass a valid API key.".into()
+            })]
+        );
+        m.handle_phone_text(&media(&[0; 160]));
+        m.handle_gemini_frame(&model_audio(480));
+        assert!(drain(&mut m).is_empty(), "nothing happens after the end");
+    }
+
+    #[test]
+    fn no_start_ends_the_call() {
+        let now = Instant::now();
+        let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), now);
+        m.handle_phone_text(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#);
+        assert_eq!(m.poll_timeout(), Some(now + START_TIMEOUT));
+        m.handle_timeout(now + START_TIMEOUT);
+        assert_eq!(drain(&mut m), [Output::End(EndReason::NoStart)]);
+    }
+
+    #[test]
+    fn stop_ends_the_call() {
+        let mut m = live();
+        m.handle_phone_text(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#);
+        assert_eq!(drain(&mut m), [Output::End(EndReason::CallerHungUp)]);
+    }
+
+    #[test]
+    fn echo_mode_reframes_the_callers_audio() {
+        let mut m = CallMachine::new(Mode::Echo, Twilio.media_stream(), Instant::now());
+        m.handle_phone_text(START);
+        drain(&mut m);
+        m.handle_phone_text(&media(&[1; 100]));
+        assert!(drain(&mut m).is_empty(), "a partial frame waits");
+        m.handle_phone_text(&media(&[2; 100]));
+        let out = drain(&mut m);
+        assert_eq!(kinds(&out), ["play"]);
+    }
+
+    #[test]
+    fn tool_calls_and_cancellations_are_passed_on() {
+        let mut m = live();
+        m.handle_gemini_frame(br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f","args":{"x":1}},{"id":"b","name":"g"}]}}"#);
+        let out = drain(&mut m);
+        let [Output::ToolCalls(calls)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].args, json!({"x": 1}));
+        m.handle_gemini_frame(br#"{"toolCallCancellation":{"ids":["a"]}}"#);
+        assert_eq!(drain(&mut m), [Output::CancelToolCalls(vec!["a".into()])]);
+    }
+
+    #[test]
+    fn garbage_from_either_side_changes_nothing() {
+        let mut m = live();
+        for junk in [
+            "",
+            "{",
+            "null",
+            "[]",
+            r#"{"event":7}"#,
+            r#"{"event":"media","media":{"payload":"*"}}"#,
+        ] {
+            m.handle_phone_text(junk);
+        }
+        m.handle_phone_binary();
+        for junk in [
+            &b""[..],
+            b"\xff\xfe",
+            b"{}",
+            br#"{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"data":"@@"}}]}}}"#,
+        ] {
+            m.handle_gemini_frame(junk);
+        }
+        assert!(drain(&mut m).is_empty());
+        assert!(!m.is_ended());
     }
 }

@@ -15,8 +15,8 @@ use tracing::Instrument;
 
 use super::machine::{CallMachine, EndReason, Mode, Output};
 use crate::config::AgentKind;
-use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
 use crate::gemini::protocol::tool_response_message;
+use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
 use crate::server::App;
 use crate::telephony::{Provider, StreamStart};
 
@@ -32,8 +32,15 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn run_call(socket: WebSocket, provider: &'static dyn Provider, app: Arc<App>) {
     let counted = Arc::clone(&app);
     let _active = counted.active_calls.enter();
-    let span = tracing::info_span!("call", provider = provider.name(), call_id = tracing::field::Empty);
-    CallTask::new(socket, provider, app).run().instrument(span).await;
+    let span = tracing::info_span!(
+        "call",
+        provider = provider.name(),
+        call_id = tracing::field::Empty
+    );
+    CallTask::new(socket, provider, app)
+        .run()
+        .instrument(span)
+        .await;
 }
 
 struct CallTask {
@@ -157,9 +164,10 @@ impl CallTask {
                 Output::Started(start) => self.on_started(start),
                 Output::ConnectGemini(setup) => {
                     if let Some(config) = self.app.config.gemini.clone() {
-                        self.connecting = Some(Box::pin(async move {
-                            gemini::connect(&config, &setup).await
-                        }));
+                        self.connecting =
+                            Some(Box::pin(
+                                async move { gemini::connect(&config, &setup).await },
+                            ));
                     }
                 }
                 Output::CloseGemini => self.close_gemini().await,
@@ -180,11 +188,17 @@ impl CallTask {
                 Output::End(reason) => ended = Some(reason),
             }
         }
-        if phone_dirty && self.phone_open && let Err(e) = self.phone_tx.flush().await {
+        if phone_dirty
+            && self.phone_open
+            && let Err(e) = self.phone_tx.flush().await
+        {
             self.phone_open = false;
             tracing::debug!(error = %e, "phone socket flush failed");
         }
-        if gemini_dirty && let Some(tx) = &mut self.gemini_tx && let Err(e) = tx.flush().await {
+        if gemini_dirty
+            && let Some(tx) = &mut self.gemini_tx
+            && let Err(e) = tx.flush().await
+        {
             tracing::debug!(error = %e, "Gemini socket flush failed");
         }
         ended
@@ -250,7 +264,9 @@ async fn next_or_pending<S: Stream + Unpin>(stream: &mut Option<S>) -> Option<S:
     }
 }
 
-async fn connect_or_pending(connecting: &mut Option<Connecting>) -> Result<GeminiSocket, ConnectError> {
+async fn connect_or_pending(
+    connecting: &mut Option<Connecting>,
+) -> Result<GeminiSocket, ConnectError> {
     match connecting {
         Some(future) => future.as_mut().await,
         None => std::future::pending().await,

@@ -49,18 +49,25 @@ pub enum ConnectError {
 
 /// Connects to `config.live_url`, sends `setup_message` and waits for `setupComplete`,
 /// all within `config.setup_timeout`.
-pub async fn connect(config: &GeminiConfig, setup_message: &str) -> Result<GeminiSocket, ConnectError> {
+pub async fn connect(
+    config: &GeminiConfig,
+    setup_message: &str,
+) -> Result<GeminiSocket, ConnectError> {
     tokio::time::timeout(config.setup_timeout, connect_inner(config, setup_message))
         .await
         .map_err(|_| ConnectError::Timeout(config.setup_timeout))?
 }
 
-async fn connect_inner(config: &GeminiConfig, setup_message: &str) -> Result<GeminiSocket, ConnectError> {
+async fn connect_inner(
+    config: &GeminiConfig,
+    setup_message: &str,
+) -> Result<GeminiSocket, ConnectError> {
     let mut request = config.live_url.as_str().into_client_request()?;
-    let key = HeaderValue::from_str(config.api_key.expose())
-        .map_err(|_| tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
+    let key = HeaderValue::from_str(config.api_key.expose()).map_err(|_| {
+        tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
             "GEMINI_API_KEY contains characters not allowed in a header".into(),
-        )))?;
+        ))
+    })?;
     request.headers_mut().insert("x-goog-api-key", key);
 
     let ws_config = WebSocketConfig::default()

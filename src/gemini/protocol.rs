@@ -317,12 +317,18 @@ mod tests {
         let msg: Value = serde_json::from_str(&setup.to_message(None)).unwrap();
         let s = &msg["setup"];
         assert_eq!(s["model"], "models/gemini-3.8-live");
-        assert_eq!(s["generationConfig"]["responseModalities"], json!(["AUDIO"]));
+        assert_eq!(
+            s["generationConfig"]["responseModalities"],
+            json!(["AUDIO"])
+        );
         assert_eq!(
             s["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
             "Puck"
         );
-        assert_eq!(s["generationConfig"]["speechConfig"]["languageCode"], "en-US");
+        assert_eq!(
+            s["generationConfig"]["speechConfig"]["languageCode"],
+            "en-US"
+        );
         assert_eq!(s["systemInstruction"]["parts"][0]["text"], "Be brief.");
         assert_eq!(s["inputAudioTranscription"], json!({}));
         assert_eq!(s["outputAudioTranscription"], json!({}));
@@ -337,8 +343,14 @@ mod tests {
     #[test]
     fn greeting_matches_the_model_generation() {
         let new = SessionSetup::new(&config("gemini-3.8-live"), String::new());
-        assert!(new.greeting_message().starts_with("{\"realtimeInput\":{\"text\""));
-        let old = SessionSetup::new(&config("gemini-2.5-flash-native-audio-latest"), String::new());
+        assert!(
+            new.greeting_message()
+                .starts_with("{\"realtimeInput\":{\"text\"")
+        );
+        let old = SessionSetup::new(
+            &config("gemini-2.5-flash-native-audio-latest"),
+            String::new(),
+        );
         assert!(old.greeting_message().starts_with("{\"clientContent\""));
     }
 
@@ -360,13 +372,25 @@ mod tests {
         let content = msg.server_content.unwrap();
         assert!(content.turn_complete);
         assert_eq!(content.output_transcription.unwrap().text, "hi");
-        assert_eq!(content.model_turn.unwrap().parts[0].inline_data.as_ref().unwrap().data, "AAA=");
+        assert_eq!(
+            content.model_turn.unwrap().parts[0]
+                .inline_data
+                .as_ref()
+                .unwrap()
+                .data,
+            "AAA="
+        );
         assert!(msg.usage_metadata.is_some());
     }
 
     #[test]
     fn go_away_durations() {
-        let g = |t: &str| GoAway { time_left: Some(t.into()) }.seconds_left();
+        let g = |t: &str| {
+            GoAway {
+                time_left: Some(t.into()),
+            }
+            .seconds_left()
+        };
         assert_eq!(g("50s"), Some(50.0));
         assert_eq!(g("1.5s"), Some(1.5));
         assert_eq!(g("soon"), None);
@@ -385,7 +409,9 @@ mod tests {
 
     #[test]
     fn tool_response_echoes_id_and_name() {
-        let msg: Value = serde_json::from_str(&tool_response_message("fc-1", "f", &json!({"result": 1}))).unwrap();
+        let msg: Value =
+            serde_json::from_str(&tool_response_message("fc-1", "f", &json!({"result": 1})))
+                .unwrap();
         assert_eq!(
             msg,
             json!({"toolResponse":{"functionResponses":[{"id":"fc-1","name":"f","response":{"result":1}}]}})

@@ -227,8 +227,12 @@ mod tests {
     #[test]
     fn mark_dtmf_stop_are_read() {
         let mut stream = started();
-        let mark = r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ42","mark":{"name":"turn-3"}}"#;
-        assert_eq!(stream.parse(mark).unwrap(), PhoneEvent::MarkPlayed("turn-3".into()));
+        let mark =
+            r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ42","mark":{"name":"turn-3"}}"#;
+        assert_eq!(
+            stream.parse(mark).unwrap(),
+            PhoneEvent::MarkPlayed("turn-3".into())
+        );
         let dtmf = r#"{"event":"dtmf","streamSid":"MZ42","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"7"}}"#;
         assert_eq!(stream.parse(dtmf).unwrap(), PhoneEvent::Dtmf("7".into()));
         let stop = r#"{"event":"stop","sequenceNumber":"5","stop":{"accountSid":"AC1","callSid":"CA7"},"streamSid":"MZ42"}"#;
@@ -240,22 +244,33 @@ mod tests {
         let mut stream = started();
         assert!(stream.parse("not json").is_err());
         assert!(stream.parse(r#"{"event":"media"}"#).is_err());
-        assert!(stream.parse(r#"{"event":"media","media":{"payload":"!!!"}}"#).is_err());
+        assert!(
+            stream
+                .parse(r#"{"event":"media","media":{"payload":"!!!"}}"#)
+                .is_err()
+        );
         assert!(stream.parse(r#"{"event":"start"}"#).is_err());
-        assert_eq!(stream.parse(r#"{"event":"novel"}"#).unwrap(), PhoneEvent::Ignored);
+        assert_eq!(
+            stream.parse(r#"{"event":"novel"}"#).unwrap(),
+            PhoneEvent::Ignored
+        );
     }
 
     #[test]
     fn commands_use_twilio_shapes() {
         let stream = started();
-        let play: Value = serde_json::from_str(&stream.encode(PhoneCommand::Play(&[0xFF; 160]))).unwrap();
+        let play: Value =
+            serde_json::from_str(&stream.encode(PhoneCommand::Play(&[0xFF; 160]))).unwrap();
         assert_eq!(play["event"], "media");
         assert_eq!(play["streamSid"], "MZ42");
         assert_eq!(play["media"]["payload"].as_str().unwrap().len(), 216);
         let clear: Value = serde_json::from_str(&stream.encode(PhoneCommand::Clear)).unwrap();
         assert_eq!(clear, json!({"event":"clear","streamSid":"MZ42"}));
         let mark: Value = serde_json::from_str(&stream.encode(PhoneCommand::Mark("m\"1"))).unwrap();
-        assert_eq!(mark, json!({"event":"mark","streamSid":"MZ42","mark":{"name":"m\"1"}}));
+        assert_eq!(
+            mark,
+            json!({"event":"mark","streamSid":"MZ42","mark":{"name":"m\"1"}})
+        );
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub struct FakeGemini {
 }
 
 impl Drop for FakeGemini {
+    /// Stop accepting; the dropped shutdown sender ends every connection task.
     fn drop(&mut self) {
         self.accept_task.abort();
     }

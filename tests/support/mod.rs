@@ -42,11 +42,16 @@ impl TestServer {
         ];
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_lookup(|name| {
-            all.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            all.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
         })
         .expect("test configuration is valid");
         let app = Arc::new(App::new(config).expect("app state"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(listener, Arc::clone(&app), async {
@@ -152,7 +157,11 @@ impl Caller {
                     c.send_start(
                         call_id,
                         &stream_sid,
-                        &[("from", "+15550001111"), ("to", "+15550002222"), ("direction", "inbound")],
+                        &[
+                            ("from", "+15550001111"),
+                            ("to", "+15550002222"),
+                            ("direction", "inbound")
+                        ],
                     )
                     .await
                 );
@@ -160,8 +169,12 @@ impl Caller {
             Caller::Plivo(c) => {
                 let stream_id = format!("stream-{call_id}");
                 assert!(
-                    c.send_start(call_id, &stream_id, "from=15550001111;to=15550002222;direction=inbound")
-                        .await
+                    c.send_start(
+                        call_id,
+                        &stream_id,
+                        "from=15550001111;to=15550002222;direction=inbound"
+                    )
+                    .await
                 );
             }
         }
