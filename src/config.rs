@@ -139,6 +139,8 @@ pub struct Config {
     pub database_url: String,
     /// Folder of system-prompt templates.
     pub prompts_dir: PathBuf,
+    /// Longest a call may last before the bridge ends it.
+    pub max_call_duration: Duration,
 }
 
 impl Config {
@@ -238,6 +240,12 @@ impl Config {
             database_url: get("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite://data/gemini-phone.db".to_owned()),
             prompts_dir: PathBuf::from(get("PROMPTS_DIR").unwrap_or_else(|| "prompts".to_owned())),
+            max_call_duration: Duration::from_secs(
+                match parse_number("MAX_CALL_SECONDS", get("MAX_CALL_SECONDS"), 1800u64)? {
+                    0 => return Err(ConfigError::new("MAX_CALL_SECONDS", "must be at least 1")),
+                    n => n,
+                },
+            ),
         })
     }
 
@@ -356,6 +364,7 @@ mod tests {
         assert_eq!(c.public_url, "https://example.ngrok.app");
         assert_eq!(c.public_ws_url(), "wss://example.ngrok.app");
         assert_eq!(c.database_url, "sqlite://data/gemini-phone.db");
+        assert_eq!(c.max_call_duration, Duration::from_secs(1800));
         assert!(c.twilio.is_none() && c.plivo.is_none());
     }
 
@@ -384,6 +393,7 @@ mod tests {
             (&[("TWILIO_ACCOUNT_SID", "AC1")], "TWILIO_AUTH_TOKEN"),
             (&[("PLIVO_AUTH_TOKEN", "t")], "PLIVO_AUTH_ID"),
             (&[("HOST", "everywhere")], "HOST"),
+            (&[("MAX_CALL_SECONDS", "0")], "MAX_CALL_SECONDS"),
         ];
         for (extra, var) in cases {
             let mut vars = MINIMAL.to_vec();

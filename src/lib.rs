@@ -8,5 +8,7 @@ pub mod bridge;
 pub mod calls;
 pub mod config;
 pub mod gemini;
+pub mod prompts;
 pub mod server;
 pub mod telephony;
+pub mod webhooks;

@@ -36,19 +36,25 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let app = match Config::from_env().and_then(App::new) {
-        Ok(app) => Arc::new(app),
+    let config = match Config::from_env() {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("configuration error: {e}");
             return ExitCode::from(2);
         }
     };
-
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let app = match runtime.block_on(App::new(config)) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(app)) {
@@ -105,7 +111,10 @@ async fn shutdown_signal() {
 fn healthcheck() -> ExitCode {
     use std::io::{Read, Write};
     let _ = dotenvy::dotenv();
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8000);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let timeout = std::time::Duration::from_secs(2);
     let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut stream| {

@@ -1,4 +1,5 @@
-//! HTTP routes: health, the providers' answer webhooks and their media-stream WebSockets.
+//! Shared state and the HTTP routes: health, the providers' webhooks and media streams, and
+//! the user's `/calls` API.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -6,17 +7,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::calls::recorder::Recorder;
+use crate::calls::{CallStore, StoreError, api};
 use crate::config::{AgentKind, Config, ConfigError};
-use crate::telephony;
+use crate::prompts::Prompts;
+use crate::telephony::plivo::PlivoClient;
+use crate::telephony::rest::{CallControl, http_client};
+use crate::telephony::twilio::TwilioClient;
+use crate::telephony::{self};
+use crate::webhooks;
 
 /// Largest message accepted on a phone stream; real ones are a few hundred bytes.
 const MAX_PHONE_MESSAGE_BYTES: usize = 64 * 1024;
@@ -48,50 +55,108 @@ impl Drop for ActiveCall<'_> {
     }
 }
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A variable is missing or malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The call-record database could not be opened.
+    #[error("DATABASE_URL: {0}")]
+    Store(#[from] StoreError),
+}
+
 /// State shared by every route and call.
-#[derive(Debug)]
 pub struct App {
     /// The validated configuration.
     pub config: Config,
     /// The system prompt for inbound calls (`prompts/inbound.md`).
     pub inbound_prompt: String,
+    /// Prompt templates.
+    pub prompts: Prompts,
+    /// Call records.
+    pub store: CallStore,
+    /// Background writer for records updated during calls.
+    pub recorder: Recorder,
+    /// REST control of each configured provider, by name.
+    pub controls: HashMap<&'static str, Arc<dyn CallControl>>,
     /// Live calls.
     pub active_calls: ActiveCalls,
     started: Instant,
 }
 
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("active_calls", &self.active_calls.count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl App {
-    /// Builds the shared state, reading the inbound prompt from `PROMPTS_DIR`.
-    pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let path = config.prompts_dir.join("inbound.md");
-        let inbound_prompt = match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => text,
-            _ if config.agent == AgentKind::Echo => String::new(),
-            Ok(_) => {
-                return Err(ConfigError {
-                    var: "PROMPTS_DIR",
-                    problem: format!(
-                        "{} is empty; write the inbound agent's prompt there",
-                        path.display()
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(ConfigError {
-                    var: "PROMPTS_DIR",
-                    problem: format!(
-                        "cannot read {} ({e}); point PROMPTS_DIR at the folder holding inbound.md",
-                        path.display()
-                    ),
-                });
-            }
-        };
+    /// Builds the shared state: reads the inbound prompt and opens the record store.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
+        let prompts = Prompts::new(config.prompts_dir.clone());
+        let inbound_prompt = read_inbound_prompt(&config)?;
+        let store = CallStore::connect(&config.database_url).await?;
+        let (recorder, _writer) = Recorder::spawn(store.clone());
+        let http = http_client();
+        let mut controls: HashMap<&'static str, Arc<dyn CallControl>> = HashMap::new();
+        if let Some(twilio) = &config.twilio {
+            controls.insert(
+                "twilio",
+                Arc::new(TwilioClient::new(twilio.clone(), http.clone())),
+            );
+        }
+        if let Some(plivo) = &config.plivo {
+            controls.insert("plivo", Arc::new(PlivoClient::new(plivo.clone(), http)));
+        }
         Ok(Self {
             config,
             inbound_prompt,
+            prompts,
+            store,
+            recorder,
+            controls,
             active_calls: ActiveCalls::default(),
             started: Instant::now(),
         })
+    }
+
+    /// REST control of the named provider, if configured.
+    pub fn control(&self, provider: &str) -> Option<Arc<dyn CallControl>> {
+        self.controls.get(provider).cloned()
+    }
+
+    /// The provider to use when a request names none: the only configured one.
+    pub fn only_control(&self) -> Option<Arc<dyn CallControl>> {
+        match self.controls.len() {
+            1 => self.controls.values().next().cloned(),
+            _ => None,
+        }
+    }
+}
+
+fn read_inbound_prompt(config: &Config) -> Result<String, ConfigError> {
+    let path = config.prompts_dir.join("inbound.md");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text),
+        _ if config.agent == AgentKind::Echo => Ok(String::new()),
+        Ok(_) => Err(ConfigError {
+            var: "PROMPTS_DIR",
+            problem: format!(
+                "{} is empty; write the inbound agent's prompt there",
+                path.display()
+            ),
+        }),
+        Err(e) => Err(ConfigError {
+            var: "PROMPTS_DIR",
+            problem: format!(
+                "cannot read {} ({e}); point PROMPTS_DIR at the folder holding inbound.md",
+                path.display()
+            ),
+        }),
     }
 }
 
@@ -99,7 +164,15 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/{provider}/answer", get(answer).post(answer))
+        .route("/calls", post(api::create).get(api::list))
+        .route("/calls/{id}", get(api::get))
+        .route("/calls/{id}/hangup", post(api::hang_up))
+        .route(
+            "/{provider}/answer",
+            get(webhooks::answer).post(webhooks::answer),
+        )
+        .route("/{provider}/status", post(webhooks::status))
+        .route("/{provider}/hangup", post(webhooks::status))
         .route("/{provider}/stream", get(stream))
         .with_state(app)
 }
@@ -116,81 +189,17 @@ pub async fn serve(
 }
 
 async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let mut providers: Vec<&str> = app.controls.keys().copied().collect();
+    providers.sort_unstable();
     Json(json!({
         "status": "ok",
         "active_calls": app.active_calls.count(),
         "agent": app.config.agent.as_str(),
+        "providers": providers,
+        "records": app.store.backend(),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
-}
-
-fn no_such_provider() -> Response {
-    (StatusCode::NOT_FOUND, "no such provider").into_response()
-}
-
-/// The answer webhook: connect the call to our media stream.
-async fn answer(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(provider) = telephony::provider_by_name(&name) else {
-        return no_such_provider();
-    };
-    let mut params = query;
-    match parse_webhook_body(&headers, &body) {
-        Ok(body_params) => params.extend(body_params),
-        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
-    }
-    let Some(info) = provider.call_info(&params) else {
-        tracing::warn!(provider = name, "answer webhook without a call id");
-        return (StatusCode::BAD_REQUEST, "missing call id parameter").into_response();
-    };
-    tracing::info!(
-        provider = name,
-        call_id = %info.provider_call_id,
-        from = %info.from,
-        to = %info.to,
-        direction = info.direction.as_str(),
-        "answering call"
-    );
-    let stream_url = format!("{}/{}/stream", app.config.public_ws_url(), provider.name());
-    let xml = provider.answer_xml(
-        &stream_url,
-        &[
-            ("from", info.from.as_str()),
-            ("to", info.to.as_str()),
-            ("direction", info.direction.as_str()),
-        ],
-    );
-    ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
-}
-
-/// Webhooks come form-encoded; Plivo may post JSON.
-fn parse_webhook_body(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, String> {
-    if body.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        let value: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
-        Ok(value
-            .into_iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => (k, s),
-                other => (k, other.to_string()),
-            })
-            .collect())
-    } else {
-        serde_urlencoded::from_bytes(body).map_err(|e| format!("invalid form body: {e}"))
-    }
 }
 
 /// The media-stream WebSocket: one call per connection.
@@ -200,7 +209,7 @@ async fn stream(
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(provider) = telephony::provider_by_name(&name) else {
-        return no_such_provider();
+        return (StatusCode::NOT_FOUND, "no such provider").into_response();
     };
     ws.max_message_size(MAX_PHONE_MESSAGE_BYTES)
         .max_frame_size(MAX_PHONE_MESSAGE_BYTES)

@@ -105,7 +105,7 @@ async fn answer_xml_opens_a_bidirectional_mulaw_stream() {
             "<Stream bidirectional=\"true\"",
             "keepCallAlive=\"true\"",
             "contentType=\"audio/x-mulaw;rate=8000\"",
-            "extraHeaders=\"from=15550001111,to=15550002222,direction=inbound\"",
+            "extraHeaders=\"from=15550001111,to=15550002222,direction=inbound,record=c",
             ">wss://phone.example.com/plivo/stream</Stream></Response>",
         ] {
             assert!(xml.contains(needle), "missing {needle} in {xml}");

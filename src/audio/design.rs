@@ -1,10 +1,11 @@
 //! Linear-phase low-pass FIR design used once at start-up by the resamplers.
 //!
-//! A windowed sinc spends the filter length on a passband that is far flatter than a phone
-//! channel needs. A (near) minimax design trades that unused flatness for a sharper transition,
-//! which is what lets 97 taps at 24 kHz (2 ms of delay) reach > 65 dB from 4 kHz on. The design
-//! is Lawson's iteratively reweighted least squares, which converges to the Chebyshev (equiripple)
-//! solution without the bookkeeping of a Remez exchange.
+//! A windowed sinc spends its length on stopband attenuation far past the first sidelobe and on
+//! a passband flatter than needed. A (near) minimax design spreads the error evenly instead, which
+//! is what lets 127 taps at 24 kHz (2.625 ms of delay) keep 0–3.4 kHz within ±0.03 dB and reject
+//! everything from 4 kHz by ≥ 66 dB; a Kaiser window needs ~160 taps (> 3 ms) for the same edges.
+//! The design is Lawson's iteratively reweighted least squares, which converges to the Chebyshev
+//! (equiripple) solution without the bookkeeping of a Remez exchange.
 
 use std::f64::consts::PI;
 
@@ -121,12 +122,14 @@ pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             continue;
         }
         for row in col + 1..n {
-            let f = a[row][col] / p;
+            let (top, bottom) = a.split_at_mut(row);
+            let (pivot_row, target) = (&top[col], &mut bottom[0]);
+            let f = target[col] / p;
             if f == 0.0 {
                 continue;
             }
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
+            for (t, &v) in target[col..].iter_mut().zip(&pivot_row[col..]) {
+                *t -= f * v;
             }
             b[row] -= f * b[col];
         }

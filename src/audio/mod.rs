@@ -62,8 +62,10 @@ impl Uplink {
             self.pcm.extend(chunk.iter().map(|&b| table[b as usize]));
             self.resampled.clear();
             self.resampler.process(&self.pcm, &mut self.resampled);
-            for &s in &self.resampled {
-                out.extend_from_slice(&to_i16(s).to_le_bytes());
+            let start = out.len();
+            out.resize(start + 2 * self.resampled.len(), 0);
+            for (dst, &s) in out[start..].chunks_exact_mut(2).zip(&self.resampled) {
+                dst.copy_from_slice(&to_i16(s).to_le_bytes());
             }
         }
     }
@@ -148,10 +150,20 @@ impl Downlink {
         self.pack_resampled();
     }
 
+    /// Encodes `self.resampled` into the partial frame, queueing each frame as it fills.
     fn pack_resampled(&mut self) {
-        for &s in &self.resampled {
-            self.partial[self.partial_len] = codec::encode(to_i16(s));
-            self.partial_len += 1;
+        let mut src = &self.resampled[..];
+        while !src.is_empty() {
+            let Some(room) = self.partial.get_mut(self.partial_len..) else {
+                self.partial_len = 0;
+                continue;
+            };
+            let n = room.len().min(src.len());
+            for (dst, &s) in room.iter_mut().zip(&src[..n]) {
+                *dst = codec::encode(to_i16(s));
+            }
+            self.partial_len += n;
+            src = &src[n..];
             if self.partial_len == PHONE_FRAME_BYTES {
                 self.frames.push_back(self.partial);
                 self.partial_len = 0;

@@ -71,6 +71,8 @@ pub enum EndReason {
     },
     /// The phone socket failed (oversized message, protocol error).
     PhoneError(String),
+    /// The call reached `MAX_CALL_SECONDS`.
+    MaxDuration,
 }
 
 impl fmt::Display for EndReason {
@@ -83,6 +85,7 @@ impl fmt::Display for EndReason {
                 write!(f, "Gemini closed the session: code {code} {reason:?}")
             }
             EndReason::PhoneError(why) => write!(f, "phone stream error: {why}"),
+            EndReason::MaxDuration => f.write_str("maximum call duration reached"),
         }
     }
 }
@@ -142,6 +145,7 @@ pub struct CallMachine {
     resume_deadline: Option<Instant>,
     reconnect_attempts: u32,
     start_deadline: Option<Instant>,
+    call_deadline: Option<Instant>,
     agent_speaking: bool,
     turns: u32,
     caller_line: String,
@@ -170,6 +174,7 @@ impl CallMachine {
             resume_deadline: None,
             reconnect_attempts: 0,
             start_deadline: Some(now + START_TIMEOUT),
+            call_deadline: None,
             agent_speaking: false,
             turns: 0,
             caller_line: String::new(),
@@ -185,10 +190,19 @@ impl CallMachine {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.start_deadline, self.resume_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.start_deadline,
+            self.resume_deadline,
+            self.call_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Ends the call at `deadline` whatever is happening then.
+    pub fn set_call_deadline(&mut self, deadline: Instant) {
+        self.call_deadline = Some(deadline);
     }
 
     /// True once the call has ended; nothing more will be queued.
@@ -403,8 +417,13 @@ impl CallMachine {
         }
     }
 
-    /// Timers: no `start` in time, or a `goAway` deadline reached mid-turn.
+    /// Timers: no `start` in time, a `goAway` deadline reached mid-turn, the call too long.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.call_deadline.is_some_and(|d| now >= d) {
+            self.call_deadline = None;
+            self.end(EndReason::MaxDuration);
+            return;
+        }
         if self.start_deadline.is_some_and(|d| now >= d) {
             self.start_deadline = None;
             if self.phase == Phase::AwaitingStart {
@@ -551,6 +570,7 @@ impl CallMachine {
         self.phase = Phase::Ended;
         self.start_deadline = None;
         self.resume_deadline = None;
+        self.call_deadline = None;
         self.downlink.clear();
         self.pending_uplink = Vec::new();
         self.outputs.push_back(Output::End(reason));
@@ -858,6 +878,19 @@ mod tests {
         assert_eq!(m.poll_timeout(), Some(now + START_TIMEOUT));
         m.handle_timeout(now + START_TIMEOUT);
         assert_eq!(drain(&mut m), [Output::End(EndReason::NoStart)]);
+    }
+
+    #[test]
+    fn the_call_ends_at_its_deadline() {
+        let mut m = live();
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        m.set_call_deadline(deadline);
+        assert_eq!(m.poll_timeout(), Some(deadline));
+        m.handle_timeout(deadline - Duration::from_millis(1));
+        assert!(drain(&mut m).is_empty());
+        m.handle_timeout(deadline);
+        assert_eq!(drain(&mut m), [Output::End(EndReason::MaxDuration)]);
+        assert_eq!(m.poll_timeout(), None);
     }
 
     #[test]

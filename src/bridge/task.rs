@@ -14,11 +14,12 @@ use tokio_tungstenite::tungstenite::Message as GeminiMessage;
 use tracing::Instrument;
 
 use super::machine::{CallMachine, EndReason, Mode, Output};
+use crate::calls::CallStatus;
 use crate::config::AgentKind;
 use crate::gemini::protocol::tool_response_message;
 use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
 use crate::server::App;
-use crate::telephony::{Provider, StreamStart};
+use crate::telephony::{Direction, Provider, RECORD_PARAM, StreamStart};
 
 type PhoneSink = SplitSink<WebSocket, PhoneMessage>;
 type GeminiSink = SplitSink<GeminiSocket, GeminiMessage>;
@@ -52,6 +53,9 @@ struct CallTask {
     gemini_rx: Option<GeminiStream>,
     connecting: Option<Connecting>,
     phone_open: bool,
+    /// Our call record, once the stream's parameters name it.
+    record_id: Option<String>,
+    started_at: Option<Instant>,
 }
 
 impl CallTask {
@@ -60,7 +64,9 @@ impl CallTask {
             AgentKind::Gemini => Mode::Gemini,
             AgentKind::Echo => Mode::Echo,
         };
-        let machine = CallMachine::new(mode, provider.media_stream(), Instant::now().into_std());
+        let now = Instant::now().into_std();
+        let mut machine = CallMachine::new(mode, provider.media_stream(), now);
+        machine.set_call_deadline(now + app.config.max_call_duration);
         let (phone_tx, phone_rx) = socket.split();
         Self {
             app,
@@ -71,6 +77,8 @@ impl CallTask {
             gemini_rx: None,
             connecting: None,
             phone_open: true,
+            record_id: None,
+            started_at: None,
         }
     }
 
@@ -161,7 +169,7 @@ impl CallTask {
                         gemini_dirty = true;
                     }
                 }
-                Output::Started(start) => self.on_started(start),
+                Output::Started(start) => self.on_started(start).await,
                 Output::ConnectGemini(setup) => {
                     if let Some(config) = self.app.config.gemini.clone() {
                         self.connecting =
@@ -173,6 +181,9 @@ impl CallTask {
                 Output::CloseGemini => self.close_gemini().await,
                 Output::Transcript(speaker, text) => {
                     tracing::info!(speaker = speaker.as_str(), %text, "transcript");
+                    if let Some(id) = &self.record_id {
+                        self.app.recorder.transcript(id, speaker.as_str(), &text);
+                    }
                 }
                 Output::ToolCalls(calls) => {
                     for call in calls {
@@ -204,20 +215,22 @@ impl CallTask {
         ended
     }
 
-    fn on_started(&mut self, start: StreamStart) {
+    async fn on_started(&mut self, start: StreamStart) {
         tracing::Span::current().record("call_id", start.call_id.as_str());
+        self.started_at = Some(Instant::now());
+        self.record_id = start.params.get(RECORD_PARAM).cloned();
         tracing::info!(
             stream_id = %start.stream_id,
+            record = self.record_id.as_deref().unwrap_or(""),
             from = start.params.get("from").map_or("", String::as_str),
             to = start.params.get("to").map_or("", String::as_str),
             "call started"
         );
         if let Some(config) = &self.app.config.gemini {
-            let setup = SessionSetup::new(config, self.app.inbound_prompt.clone());
-            self.machine.open_session(setup);
+            let prompt = system_prompt(&Arc::clone(&self.app), self.record_id.clone()).await;
+            self.machine.open_session(SessionSetup::new(config, prompt));
         }
     }
-
     async fn close_gemini(&mut self) {
         if let Some(mut tx) = self.gemini_tx.take() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, tx.close()).await;
@@ -232,6 +245,11 @@ impl CallTask {
 
     async fn shut_down(mut self, reason: &EndReason) {
         tracing::info!(%reason, "call ended");
+        if let Some(id) = &self.record_id {
+            let seconds = self.started_at.map(|t| t.elapsed().as_secs() as i64);
+            self.app.recorder.finish(id, seconds, reason.to_string());
+            self.app.recorder.status(id, CallStatus::Completed);
+        }
         self.connecting = None;
         self.close_gemini().await;
         if self.phone_open {
@@ -277,5 +295,33 @@ async fn sleep_until_or_pending(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The rendered prompt of an outbound call's record, or the inbound prompt.
+async fn system_prompt(app: &App, record_id: Option<String>) -> String {
+    let Some(id) = record_id else {
+        return app.inbound_prompt.clone();
+    };
+    let record = match app.store.get(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            tracing::warn!(record = %id, "stream names an unknown call record; using the inbound prompt");
+            return app.inbound_prompt.clone();
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not read the call record; using the inbound prompt");
+            return app.inbound_prompt.clone();
+        }
+    };
+    match (&record.direction, &record.prompt) {
+        (Direction::Outbound, Some(name)) => match app.prompts.render(name, &record.vars) {
+            Ok(prompt) => prompt,
+            Err(error) => {
+                tracing::error!(%error, "could not render the call's prompt; using the inbound prompt");
+                app.inbound_prompt.clone()
+            }
+        },
+        _ => app.inbound_prompt.clone(),
     }
 }

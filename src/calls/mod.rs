@@ -1,5 +1,8 @@
-//! Call records: outbound and inbound calls, their status history, transcript and tool events.
+//! Call records and the user's `/calls` API: outbound and inbound calls, their status
+//! history, transcript and tool events.
 
+pub mod api;
+pub mod recorder;
 pub mod store;
 
 pub use store::{

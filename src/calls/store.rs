@@ -379,9 +379,8 @@ impl CallStore {
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let shown = redact_url(database_url);
-        let backend = Backend::of(database_url).ok_or_else(|| StoreError::UnsupportedUrl {
-            url: shown.clone(),
-        })?;
+        let backend = Backend::of(database_url)
+            .ok_or_else(|| StoreError::UnsupportedUrl { url: shown.clone() })?;
         let connect_error = |source| StoreError::Connect {
             url: shown.clone(),
             source,
@@ -487,7 +486,17 @@ impl CallStore {
         .execute(&mut *tx)
         .await
         .map_err(query_error(OP))?;
-        insert_event(&mut tx, OP, &id, 1, KIND_STATUS, now, call.status.as_str(), None).await?;
+        insert_event(
+            &mut tx,
+            OP,
+            &id,
+            1,
+            KIND_STATUS,
+            now,
+            call.status.as_str(),
+            None,
+        )
+        .await?;
         tx.commit().await.map_err(query_error(OP))?;
 
         let at = rfc3339_ms(now);
@@ -651,10 +660,7 @@ impl CallStore {
         for record in &records {
             query = query.bind(record.id.as_str());
         }
-        let events = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error(OP))?;
+        let events = query.fetch_all(&self.pool).await.map_err(query_error(OP))?;
         let mut histories: HashMap<String, Vec<StatusChange>> = HashMap::new();
         for event in &events {
             let call_id: String = event.try_get("call_id").map_err(query_error(OP))?;
@@ -771,7 +777,12 @@ impl CallStore {
     }
 
     /// Appends a transcript line (`who`: e.g. `caller` or `agent`).
-    pub async fn append_transcript(&self, id: &str, who: &str, text: &str) -> Result<(), StoreError> {
+    pub async fn append_transcript(
+        &self,
+        id: &str,
+        who: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
         self.append_event("append_transcript", id, KIND_TRANSCRIPT, who, text)
             .await
     }
@@ -947,11 +958,13 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
 }
 
 fn parse_status(id: &str, value: &str) -> Result<CallStatus, StoreError> {
-    value.parse().map_err(|e: ParseCallStatusError| StoreError::Corrupt {
-        id: id.to_owned(),
-        field: "status",
-        detail: e.to_string(),
-    })
+    value
+        .parse()
+        .map_err(|e: ParseCallStatusError| StoreError::Corrupt {
+            id: id.to_owned(),
+            field: "status",
+            detail: e.to_string(),
+        })
 }
 
 fn query_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
@@ -1104,7 +1117,10 @@ mod tests {
         for id in [a, b] {
             assert_eq!(id.len(), 25);
             assert!(id.starts_with('c'));
-            assert!(id.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+            );
         }
     }
 
@@ -1114,7 +1130,10 @@ mod tests {
             redact_url("postgres://gp:s3cret@127.0.0.1:5432/db?password=x"),
             "postgres://gp:***@127.0.0.1:5432/db"
         );
-        assert_eq!(redact_url("sqlite://data/x.db?mode=rwc"), "sqlite://data/x.db");
+        assert_eq!(
+            redact_url("sqlite://data/x.db?mode=rwc"),
+            "sqlite://data/x.db"
+        );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
     }
 

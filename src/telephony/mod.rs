@@ -6,6 +6,7 @@
 //! implements [`Provider`] and [`MediaStream`], plus one line in [`provider_by_name`].
 
 pub mod plivo;
+pub mod rest;
 pub mod twilio;
 
 use std::collections::HashMap;
@@ -52,7 +53,34 @@ pub struct CallInfo {
     pub to: String,
     /// Inbound or outbound.
     pub direction: Direction,
+    /// Answering-machine detection's verdict, when the webhook carries one.
+    pub answered_by: Option<String>,
 }
+
+/// True when a detection verdict (`machine_start`, `machine_end_beep`, `fax`, `machine`, …)
+/// means nobody is there to talk to.
+pub fn is_machine(answered_by: &str) -> bool {
+    answered_by.starts_with("machine") || answered_by == "fax"
+}
+
+/// What a status, hang-up or machine-detection callback reports, in neutral terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackEvent {
+    /// The provider's call id, when given.
+    pub provider_call_id: Option<String>,
+    /// The call status in the provider's spelling (`ringing`, `no-answer`, `timeout`, …).
+    pub status: Option<String>,
+    /// Answering-machine detection's verdict.
+    pub answered_by: Option<String>,
+    /// Call length in seconds, on the final callback.
+    pub duration_seconds: Option<i64>,
+    /// Why the call ended, in the provider's words.
+    pub hangup_cause: Option<String>,
+}
+
+/// The webhook query and stream parameter that carries our call-record id (letters and digits
+/// only, as Plivo's stream parameters require).
+pub const RECORD_PARAM: &str = "record";
 
 /// The parameters carried from the answer webhook into the media stream's `start` message.
 pub type StreamParams = HashMap<String, String>;
@@ -136,6 +164,12 @@ pub trait Provider: Send + Sync + 'static {
     fn answer_xml(&self, stream_url: &str, params: &[(&str, &str)]) -> String;
     /// A codec for one new media stream.
     fn media_stream(&self) -> Box<dyn MediaStream>;
+    /// The XML that ends the call at once (answered by a machine).
+    fn hangup_xml(&self) -> String {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Hangup/></Response>".to_owned()
+    }
+    /// Reads a status, hang-up or machine-detection callback.
+    fn callback_event(&self, params: &HashMap<String, String>) -> CallbackEvent;
 }
 
 /// The provider served under `/{name}/…`, if any.

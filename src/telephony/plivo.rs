@@ -29,7 +29,27 @@ impl Provider for Plivo {
             from: params.get("From").cloned().unwrap_or_default(),
             to: params.get("To").cloned().unwrap_or_default(),
             direction: Direction::parse(params.get("Direction").map_or("inbound", String::as_str)),
+            answered_by: None,
         })
+    }
+
+    fn callback_event(&self, params: &HashMap<String, String>) -> super::CallbackEvent {
+        // Machine detection posts `Machine=true|false` with `CallStatus=in-progress`.
+        let answered_by = params.get("Machine").map(|m| {
+            if m.eq_ignore_ascii_case("true") {
+                "machine"
+            } else {
+                "human"
+            }
+            .to_owned()
+        });
+        super::CallbackEvent {
+            provider_call_id: params.get("CallUUID").cloned(),
+            status: params.get("CallStatus").cloned(),
+            answered_by,
+            duration_seconds: params.get("Duration").and_then(|d| d.parse().ok()),
+            hangup_cause: params.get("HangupCause").cloned(),
+        }
     }
 
     fn answer_xml(&self, stream_url: &str, params: &[(&str, &str)]) -> String {
@@ -299,5 +319,106 @@ mod tests {
             xml,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Stream bidirectional=\"true\" keepCallAlive=\"true\" audioTrack=\"inbound\" contentType=\"audio/x-mulaw;rate=8000\" extraHeaders=\"from=1415555,direction=inbound\">wss://h.io/plivo/stream</Stream></Response>"
         );
+    }
+}
+
+/// Plivo's REST API for one account.
+#[derive(Debug, Clone)]
+pub struct PlivoClient {
+    http: reqwest::Client,
+    config: crate::config::PlivoConfig,
+}
+
+impl PlivoClient {
+    /// A client for `config`'s account.
+    pub fn new(config: crate::config::PlivoConfig, http: reqwest::Client) -> Self {
+        Self { http, config }
+    }
+
+    fn account_url(&self) -> String {
+        format!("{}/v1/Account/{}", self.config.api_url, self.config.auth_id)
+    }
+
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.basic_auth(&self.config.auth_id, Some(self.config.auth_token.expose()))
+    }
+}
+
+/// Plivo writes numbers as digits with the country code, without `+`.
+fn plivo_number(e164: &str) -> &str {
+    e164.strip_prefix('+').unwrap_or(e164)
+}
+
+impl super::rest::CallControl for PlivoClient {
+    fn provider(&self) -> &'static str {
+        "plivo"
+    }
+
+    fn default_from(&self) -> Option<&str> {
+        self.config.phone_number.as_deref()
+    }
+
+    fn dial<'a>(
+        &'a self,
+        request: &'a super::rest::DialRequest,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+        Box::pin(async move {
+            let base = &request.public_url;
+            let id = &request.record_id;
+            let body = serde_json::json!({
+                "from": plivo_number(&request.from),
+                "to": plivo_number(&request.to),
+                "answer_url": format!("{base}/plivo/answer?{}={id}", super::RECORD_PARAM),
+                "answer_method": "POST",
+                "hangup_url": format!("{base}/plivo/hangup?{}={id}", super::RECORD_PARAM),
+                "hangup_method": "POST",
+                "ring_url": format!("{base}/plivo/status?{}={id}", super::RECORD_PARAM),
+                "ring_method": "POST",
+                // Plivo hangs up on a machine itself and tells us on the detection URL.
+                "machine_detection": "hangup",
+                "machine_detection_url": format!("{base}/plivo/status?{}={id}", super::RECORD_PARAM),
+                "machine_detection_method": "POST",
+                "time_limit": request.time_limit_secs,
+            });
+            let url = format!("{}/Call/", self.account_url());
+            let (_, body) = super::rest::read_response(
+                "plivo",
+                self.authed(self.http.post(url)).json(&body).send().await,
+            )
+            .await?;
+            let uuid = body.get("request_uuid").and_then(|u| match u {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(a) => {
+                    a.first().and_then(|s| s.as_str()).map(str::to_owned)
+                }
+                _ => None,
+            });
+            uuid.ok_or_else(|| super::rest::RestError::Unexpected {
+                provider: "plivo",
+                detail: "no `request_uuid` in the created call".into(),
+            })
+        })
+    }
+
+    fn hang_up<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+        live: bool,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+        Box::pin(async move {
+            // Until it is answered a call is known only by its request UUID.
+            let kind = if live { "Call" } else { "Request" };
+            let url = format!("{}/{kind}/{provider_call_id}/", self.account_url());
+            match super::rest::read_response(
+                "plivo",
+                self.authed(self.http.delete(url)).send().await,
+            )
+            .await
+            {
+                Ok(_) => Ok(()),
+                Err(super::rest::RestError::Status { status: 404, .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
     }
 }

@@ -29,7 +29,18 @@ impl Provider for Twilio {
             from: params.get("From").cloned().unwrap_or_default(),
             to: params.get("To").cloned().unwrap_or_default(),
             direction: Direction::parse(params.get("Direction").map_or("inbound", String::as_str)),
+            answered_by: params.get("AnsweredBy").cloned(),
         })
+    }
+
+    fn callback_event(&self, params: &HashMap<String, String>) -> super::CallbackEvent {
+        super::CallbackEvent {
+            provider_call_id: params.get("CallSid").cloned(),
+            status: params.get("CallStatus").cloned(),
+            answered_by: params.get("AnsweredBy").cloned(),
+            duration_seconds: params.get("CallDuration").and_then(|d| d.parse().ok()),
+            hangup_cause: params.get("SipResponseCode").map(|c| format!("SIP {c}")),
+        }
     }
 
     fn answer_xml(&self, stream_url: &str, params: &[(&str, &str)]) -> String {
@@ -297,5 +308,111 @@ mod tests {
         assert_eq!(info.provider_call_id, "CA9");
         assert_eq!(info.direction, Direction::Outbound);
         assert!(Twilio.call_info(&HashMap::new()).is_none());
+    }
+}
+
+/// Twilio's REST API for one account.
+#[derive(Debug, Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    config: crate::config::TwilioConfig,
+}
+
+impl TwilioClient {
+    /// A client for `config`'s account.
+    pub fn new(config: crate::config::TwilioConfig, http: reqwest::Client) -> Self {
+        Self { http, config }
+    }
+
+    fn calls_url(&self) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls",
+            self.config.api_url, self.config.account_sid
+        )
+    }
+
+    fn post_form(&self, url: String, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        self.http
+            .post(url)
+            .basic_auth(
+                &self.config.account_sid,
+                Some(self.config.auth_token.expose()),
+            )
+            .form(form)
+    }
+}
+
+impl super::rest::CallControl for TwilioClient {
+    fn provider(&self) -> &'static str {
+        "twilio"
+    }
+
+    fn default_from(&self) -> Option<&str> {
+        self.config.phone_number.as_deref()
+    }
+
+    fn dial<'a>(
+        &'a self,
+        request: &'a super::rest::DialRequest,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+        Box::pin(async move {
+            let base = &request.public_url;
+            let id = &request.record_id;
+            let answer = format!("{base}/twilio/answer?{}={id}", super::RECORD_PARAM);
+            let status = format!("{base}/twilio/status?{}={id}", super::RECORD_PARAM);
+            let time_limit = request.time_limit_secs.to_string();
+            // Synchronous detection: Twilio fetches the answer URL once it knows whether a
+            // person answered, so a machine is hung up on before the agent says a word.
+            let form = [
+                ("To", request.to.as_str()),
+                ("From", request.from.as_str()),
+                ("Url", answer.as_str()),
+                ("Method", "POST"),
+                ("StatusCallback", status.as_str()),
+                ("StatusCallbackMethod", "POST"),
+                ("StatusCallbackEvent", "initiated"),
+                ("StatusCallbackEvent", "ringing"),
+                ("StatusCallbackEvent", "answered"),
+                ("StatusCallbackEvent", "completed"),
+                ("MachineDetection", "Enable"),
+                ("TimeLimit", time_limit.as_str()),
+            ];
+            let (_, body) = super::rest::read_response(
+                "twilio",
+                self.post_form(format!("{}.json", self.calls_url()), &form)
+                    .send()
+                    .await,
+            )
+            .await?;
+            body.get("sid")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| super::rest::RestError::Unexpected {
+                    provider: "twilio",
+                    detail: "no `sid` in the created call".into(),
+                })
+        })
+    }
+
+    fn hang_up<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+        live: bool,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+        Box::pin(async move {
+            // `completed` ends a live call; a queued or ringing one is `canceled`.
+            let status = if live { "completed" } else { "canceled" };
+            let url = format!("{}/{}.json", self.calls_url(), provider_call_id);
+            match super::rest::read_response(
+                "twilio",
+                self.post_form(url, &[("Status", status)]).send().await,
+            )
+            .await
+            {
+                Ok(_) => Ok(()),
+                Err(super::rest::RestError::Status { status: 404, .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
     }
 }

@@ -28,6 +28,8 @@ pub struct TestServer {
     pub app: Arc<App>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Holds the SQLite file of servers started without a `DATABASE_URL`.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -41,6 +43,14 @@ impl TestServer {
             ("GEMINI_SETUP_TIMEOUT_SECS".into(), "2".into()),
         ];
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let data = if all.iter().any(|(k, _)| k == "DATABASE_URL") {
+            None
+        } else {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}/records.db", dir.path().display());
+            all.push(("DATABASE_URL".into(), url));
+            Some(dir)
+        };
         let config = Config::from_lookup(|name| {
             all.iter()
                 .rev()
@@ -48,7 +58,7 @@ impl TestServer {
                 .map(|(_, v)| v.clone())
         })
         .expect("test configuration is valid");
-        let app = Arc::new(App::new(config).expect("app state"));
+        let app = Arc::new(App::new(config).await.expect("app state"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -62,6 +72,7 @@ impl TestServer {
             app,
             shutdown: Some(tx),
             task,
+            _data: data,
         }
     }
 

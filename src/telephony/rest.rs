@@ -1,0 +1,124 @@
+//! Provider REST operations on calls: dial out, hang up, transfer, text.
+//!
+//! Each provider implements [`CallControl`] beside its stream codec; callers hold a
+//! `dyn CallControl` and never branch on the provider.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+/// How long one provider REST request may take.
+pub const REST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What we ask a provider to dial.
+#[derive(Debug, Clone)]
+pub struct DialRequest {
+    /// Callee, E.164 (`+15551234567`).
+    pub to: String,
+    /// Caller id, E.164.
+    pub from: String,
+    /// Our record id, carried on every webhook URL so callbacks find the record.
+    pub record_id: String,
+    /// Public https base URL (no trailing slash).
+    pub public_url: String,
+    /// Longest the call may last, in seconds.
+    pub time_limit_secs: u64,
+}
+
+/// A provider REST failure, with the provider's own message when it gave one.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    /// The provider answered with an error status.
+    #[error("{provider} answered HTTP {status}: {message}")]
+    Status {
+        /// Provider name.
+        provider: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The provider's error message.
+        message: String,
+    },
+    /// No answer in time, or the connection failed.
+    #[error("{provider} could not be reached: {source}")]
+    Transport {
+        /// Provider name.
+        provider: &'static str,
+        /// What failed.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The provider answered something we could not read.
+    #[error("{provider} answered unexpectedly: {detail}")]
+    Unexpected {
+        /// Provider name.
+        provider: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The account has no number to call from.
+    #[error("no caller number: set {0} or pass `from`")]
+    NoFromNumber(&'static str),
+}
+
+/// REST control of one provider account.
+pub trait CallControl: Send + Sync {
+    /// Provider name (`twilio`, `plivo`).
+    fn provider(&self) -> &'static str;
+    /// The account's own number, used as caller id when none is given.
+    fn default_from(&self) -> Option<&str>;
+    /// Places a call; returns the provider's id for it.
+    fn dial<'a>(&'a self, request: &'a DialRequest) -> BoxFuture<'a, Result<String, RestError>>;
+    /// Ends a call (ringing or live). A call that has already ended is not an error.
+    fn hang_up<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+        live: bool,
+    ) -> BoxFuture<'a, Result<(), RestError>>;
+}
+
+/// Turns a provider response into `Ok(body)` or a [`RestError`] carrying its message.
+pub(crate) async fn read_response(
+    provider: &'static str,
+    result: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(u16, serde_json::Value), RestError> {
+    let response = result.map_err(|source| RestError::Transport { provider, source })?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|source| RestError::Transport { provider, source })?;
+    let body: serde_json::Value = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    if (200..300).contains(&status) {
+        return Ok((status, body));
+    }
+    let message = ["message", "error", "detail"]
+        .iter()
+        .find_map(|key| body.get(key).and_then(|m| m.as_str()).map(str::to_owned))
+        .or_else(|| body.as_str().map(|s| s.chars().take(300).collect()))
+        .unwrap_or_else(|| "no message".to_owned());
+    Err(RestError::Status {
+        provider,
+        status,
+        message,
+    })
+}
+
+/// A client with the REST timeout, shared by the providers.
+pub fn http_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(REST_TIMEOUT)
+        .user_agent(concat!("gemini-phone/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Makes ring the process's TLS crypto provider (for Gemini and REST); later calls are no-ops.
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

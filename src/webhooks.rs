@@ -1,0 +1,283 @@
+//! The providers' HTTP webhooks: answer (connect the call to our media stream) and the
+//! status, hang-up and machine-detection callbacks that keep call records up to date.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::calls::{CallRecord, CallStatus, NewCall};
+use crate::server::App;
+use crate::telephony::{self, CallInfo, Direction, Provider, RECORD_PARAM, is_machine};
+
+fn no_such_provider() -> Response {
+    (StatusCode::NOT_FOUND, "no such provider").into_response()
+}
+
+/// Reads a webhook's parameters: the query string plus a form or JSON body.
+fn webhook_params(
+    query: HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, Response> {
+    let mut params = query;
+    if body.is_empty() {
+        return Ok(params);
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let parsed: Result<HashMap<String, String>, String> = if is_json {
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+            .map(|map| {
+                map.into_iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => (k, s),
+                        other => (k, other.to_string()),
+                    })
+                    .collect()
+            })
+            .map_err(|e| format!("invalid JSON body: {e}"))
+    } else {
+        serde_urlencoded::from_bytes(body).map_err(|e| format!("invalid form body: {e}"))
+    };
+    match parsed {
+        Ok(body_params) => {
+            params.extend(body_params);
+            Ok(params)
+        }
+        Err(problem) => Err((StatusCode::BAD_REQUEST, problem).into_response()),
+    }
+}
+
+fn xml(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/xml")], body).into_response()
+}
+
+/// `POST /{provider}/answer`: connect the call to `/{provider}/stream`.
+pub async fn answer(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(provider) = telephony::provider_by_name(&name) else {
+        return no_such_provider();
+    };
+    let params = match webhook_params(query, &headers, &body) {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    let Some(info) = provider.call_info(&params) else {
+        tracing::warn!(provider = name, "answer webhook without a call id");
+        return (StatusCode::BAD_REQUEST, "missing call id parameter").into_response();
+    };
+    tracing::info!(
+        provider = name,
+        call_id = %info.provider_call_id,
+        from = %info.from,
+        to = %info.to,
+        direction = info.direction.as_str(),
+        "answering call"
+    );
+    let record_id = answer_record(&app, provider, &info, params.get(RECORD_PARAM)).await;
+
+    if let Some(verdict) = info.answered_by.as_deref().filter(|v| is_machine(v)) {
+        tracing::info!(
+            answered_by = verdict,
+            "answered by a machine; hanging up without speaking"
+        );
+        if let Some(id) = &record_id {
+            mark_machine(&app, id, verdict).await;
+        }
+        return xml(provider.hangup_xml());
+    }
+
+    let stream_url = format!("{}/{}/stream", app.config.public_ws_url(), provider.name());
+    let mut stream_params = vec![
+        ("from", info.from.as_str()),
+        ("to", info.to.as_str()),
+        ("direction", info.direction.as_str()),
+    ];
+    if let Some(id) = &record_id {
+        stream_params.push((RECORD_PARAM, id.as_str()));
+    }
+    xml(provider.answer_xml(&stream_url, &stream_params))
+}
+
+/// Finds (outbound) or creates (inbound) the call's record and marks it answered. A database
+/// failure is logged and the call is still answered: a caller matters more than a record.
+async fn answer_record(
+    app: &App,
+    provider: &dyn Provider,
+    info: &CallInfo,
+    record_id: Option<&String>,
+) -> Option<String> {
+    let store = &app.store;
+    let record = match record_id {
+        Some(id) => match store.get(id).await {
+            Ok(Some(record)) => Some(record),
+            Ok(None) => {
+                tracing::warn!(call_id = %id, "answer webhook names an unknown call record");
+                None
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not read the call record");
+                None
+            }
+        },
+        None => None,
+    };
+    let record: CallRecord = match record {
+        Some(record) => record,
+        None => {
+            let new = NewCall {
+                provider: provider.name().to_owned(),
+                provider_call_id: Some(info.provider_call_id.clone()),
+                direction: info.direction,
+                from: info.from.clone(),
+                to: info.to.clone(),
+                campaign: None,
+                prompt: (info.direction == Direction::Inbound).then(|| "inbound".to_owned()),
+                vars: serde_json::Map::new(),
+                status: CallStatus::InProgress,
+            };
+            return match store.create(new).await {
+                Ok(record) => Some(record.id),
+                Err(error) => {
+                    tracing::error!(%error, "could not create the call record");
+                    None
+                }
+            };
+        }
+    };
+    // Plivo learns the CallUUID only now; before, the record held the request UUID.
+    if record.provider_call_id.as_deref() != Some(info.provider_call_id.as_str())
+        && let Err(error) = store
+            .set_provider_call_id(&record.id, &info.provider_call_id)
+            .await
+    {
+        tracing::error!(%error, "could not store the provider call id");
+    }
+    if let Err(error) = store
+        .record_status(&record.id, CallStatus::InProgress)
+        .await
+    {
+        tracing::error!(%error, "could not record the answer");
+    }
+    Some(record.id)
+}
+
+async fn mark_machine(app: &App, id: &str, verdict: &str) {
+    let store = &app.store;
+    let results = [
+        store.set_answered_by(id, verdict).await,
+        store.record_status(id, CallStatus::Machine).await,
+    ];
+    for error in results.into_iter().filter_map(Result::err) {
+        tracing::error!(%error, "could not record the machine answer");
+    }
+}
+
+/// `POST /{provider}/status` and `/{provider}/hangup`: status, hang-up and machine-detection
+/// callbacks.
+pub async fn status(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(provider) = telephony::provider_by_name(&name) else {
+        return no_such_provider();
+    };
+    let params = match webhook_params(query, &headers, &body) {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    let event = provider.callback_event(&params);
+    let record = match find_record(
+        &app,
+        provider,
+        params.get(RECORD_PARAM),
+        event.provider_call_id.as_deref(),
+    )
+    .await
+    {
+        Some(record) => record,
+        None => {
+            tracing::debug!(
+                provider = name,
+                ?event,
+                "callback for a call without a record"
+            );
+            return StatusCode::NO_CONTENT.into_response();
+        }
+    };
+    tracing::info!(call = %record.id, status = ?event.status, answered_by = ?event.answered_by, "provider callback");
+    let store = &app.store;
+
+    if let Some(verdict) = event.answered_by.as_deref() {
+        if is_machine(verdict) {
+            mark_machine(&app, &record.id, verdict).await;
+            // Detection can finish after the stream started: end the call before any message
+            // is left. The provider may already be hanging up, which is fine.
+            if let (Some(control), Some(call_id)) = (
+                app.control(provider.name()),
+                record.provider_call_id.as_deref(),
+            ) && let Err(error) = control.hang_up(call_id, true).await
+            {
+                tracing::warn!(%error, "could not hang up on the machine");
+            }
+        } else if let Err(error) = store.set_answered_by(&record.id, verdict).await {
+            tracing::error!(%error, "could not record who answered");
+        }
+    }
+    if let Some(raw) = event.status.as_deref() {
+        match raw.parse::<CallStatus>() {
+            Ok(status) => {
+                if let Err(error) = store.record_status(&record.id, status).await {
+                    tracing::error!(%error, "could not record the call status");
+                }
+                if status.is_final() {
+                    let reason = event.hangup_cause.as_deref().unwrap_or(status.as_str());
+                    let reason = record.end_reason.as_deref().unwrap_or(reason);
+                    if let Err(error) = store
+                        .finish(&record.id, event.duration_seconds, Some(reason))
+                        .await
+                    {
+                        tracing::error!(%error, "could not record the end of the call");
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "callback status ignored"),
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn find_record(
+    app: &App,
+    provider: &dyn Provider,
+    record_id: Option<&String>,
+    provider_call_id: Option<&str>,
+) -> Option<CallRecord> {
+    let found = match (record_id, provider_call_id) {
+        (Some(id), _) => app.store.get(id).await,
+        (None, Some(call_id)) => {
+            app.store
+                .find_by_provider_call_id(provider.name(), call_id)
+                .await
+        }
+        (None, None) => Ok(None),
+    };
+    found.unwrap_or_else(|error| {
+        tracing::error!(%error, "could not read the call record");
+        None
+    })
+}

@@ -1,0 +1,788 @@
+//! Call-record store tests. Every scenario runs on SQLite (a file in a temp dir) and, when
+//! `TEST_POSTGRES_URL` is set (e.g. `postgres://gemini_phone:gemini_phone@127.0.0.1:5432/gemini_phone_test`),
+//! on PostgreSQL too, each run in a fresh schema that is dropped afterwards.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use gemini_phone::calls::{CallFilter, CallRecord, CallStatus, CallStore, NewCall, StoreError};
+use gemini_phone::telephony::Direction;
+use serde_json::{Map, Value, json};
+use sqlx::Connection as _;
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh Postgres schema.
+struct TestDb {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    /// (server URL, schema) to drop at the end.
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("data").join("calls.db");
+        TestDb {
+            url: format!("sqlite://{}", path.display()),
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    /// A fresh schema on `TEST_POSTGRES_URL`, or `None` (with a note) when it is unset.
+    async fn postgres(test: &str) -> Option<TestDb> {
+        let Ok(server) = std::env::var("TEST_POSTGRES_URL") else {
+            eprintln!(
+                "SKIPPED postgres::{test}: set TEST_POSTGRES_URL=postgres://user:password@127.0.0.1:5432/database to run it"
+            );
+            return None;
+        };
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let schema = format!(
+            "gp_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            test
+        );
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .expect("TEST_POSTGRES_URL accepts connections");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .expect("create a test schema");
+        admin.close().await.ok();
+        let joiner = if server.contains('?') { '&' } else { '?' };
+        Some(TestDb {
+            url: format!("{server}{joiner}options=-c%20search_path%3D{schema}"),
+            _dir: None,
+            postgres: Some((server, schema)),
+        })
+    }
+
+    async fn cleanup(self) {
+        if let Some((server, schema)) = self.postgres {
+            let mut admin = sqlx::PgConnection::connect(&server)
+                .await
+                .expect("TEST_POSTGRES_URL accepts connections");
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut admin)
+                .await
+                .expect("drop the test schema");
+            admin.close().await.ok();
+        }
+    }
+}
+
+/// Runs `scenario` on `db`'s URL, cleans up even when it panics, then passes the panic on.
+async fn run<F, Fut>(db: TestDb, scenario: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let outcome = AssertUnwindSafe(scenario(db.url.clone()))
+        .catch_unwind()
+        .await;
+    db.cleanup().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Declares each scenario as `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::run(super::TestDb::sqlite(), super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(db) = super::TestDb::postgres(stringify!($name)).await {
+                        super::run(db, super::$name).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    create_get_round_trip,
+    status_history_keeps_order_and_final_status,
+    fail_and_finish,
+    transcript_keeps_order,
+    concurrent_appends_all_land_in_order,
+    tool_events_round_trip,
+    list_filters_newest_first,
+    find_by_provider_call_id,
+    records_survive_restart_and_migrations_rerun,
+    unknown_ids_are_not_found,
+);
+
+async fn open(url: &str) -> CallStore {
+    let store = CallStore::connect(url).await.expect("the store opens");
+    let expected = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(store.backend(), expected);
+    store
+}
+
+fn vars(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn new_call(campaign: Option<&str>) -> NewCall {
+    NewCall {
+        provider: "twilio".into(),
+        provider_call_id: None,
+        direction: Direction::Outbound,
+        from: "+15550001111".into(),
+        to: "+15552223333".into(),
+        campaign: campaign.map(str::to_owned),
+        prompt: Some("outbound".into()),
+        vars: Map::new(),
+        status: CallStatus::Queued,
+    }
+}
+
+async fn get(store: &CallStore, id: &str) -> CallRecord {
+    store
+        .get(id)
+        .await
+        .expect("get works")
+        .expect("the record exists")
+}
+
+fn statuses(record: &CallRecord) -> Vec<CallStatus> {
+    record.history.iter().map(|change| change.status).collect()
+}
+
+async fn create_get_round_trip(url: String) {
+    let store = open(&url).await;
+    let call = NewCall {
+        provider: "plivo".into(),
+        provider_call_id: Some("a1b2-c3".into()),
+        direction: Direction::Inbound,
+        from: "+441234567890".into(),
+        to: "+15557654321".into(),
+        campaign: Some("spring".into()),
+        prompt: Some("inbound".into()),
+        vars: vars(json!({
+            "name": "Asha",
+            "count": 3,
+            "nested": {"list": [1, "two", null], "ok": true},
+            "quote": "it's \"fine\" ✓"
+        })),
+        status: CallStatus::Ringing,
+    };
+    let created = store.create(call.clone()).await.expect("create works");
+    assert_eq!(created.id.len(), 25);
+    assert!(created.id.starts_with('c'));
+    assert!(
+        created
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    );
+
+    let got = get(&store, &created.id).await;
+    assert_eq!(got.id, created.id);
+    assert_eq!(got.provider, "plivo");
+    assert_eq!(got.provider_call_id.as_deref(), Some("a1b2-c3"));
+    assert_eq!(got.direction, Direction::Inbound);
+    assert_eq!(got.from, call.from);
+    assert_eq!(got.to, call.to);
+    assert_eq!(got.campaign.as_deref(), Some("spring"));
+    assert_eq!(got.prompt.as_deref(), Some("inbound"));
+    assert_eq!(got.vars, call.vars);
+    assert_eq!(got.status, CallStatus::Ringing);
+    assert_eq!(got.answered_by, None);
+    assert_eq!(got.duration_seconds, None);
+    assert_eq!(got.end_reason, None);
+    assert_eq!(got.created_at, created.created_at);
+    assert_eq!(got.history, created.history);
+    assert_eq!(statuses(&got), [CallStatus::Ringing]);
+    assert!(got.transcript.is_empty() && got.tool_events.is_empty());
+    assert_rfc3339(&got.created_at);
+
+    let json = serde_json::to_value(&got).expect("records serialize");
+    assert_eq!(json["direction"], "inbound");
+    assert_eq!(json["status"], "ringing");
+    assert_eq!(json["vars"]["nested"]["list"][1], "two");
+    assert_eq!(json["history"][0]["status"], "ringing");
+
+    // Nullable fields stay null.
+    let bare = store
+        .create(NewCall {
+            campaign: None,
+            prompt: None,
+            ..new_call(None)
+        })
+        .await
+        .expect("create works");
+    let got = get(&store, &bare.id).await;
+    assert_eq!(
+        (got.campaign, got.prompt, got.provider_call_id),
+        (None, None, None)
+    );
+    assert_eq!(got.direction, Direction::Outbound);
+    assert!(got.vars.is_empty());
+    assert_eq!(
+        store
+            .get("cnosuchcall")
+            .await
+            .expect("get works")
+            .map(|r| r.id),
+        None
+    );
+    store.close().await;
+}
+
+async fn status_history_keeps_order_and_final_status(url: String) {
+    let store = open(&url).await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    use CallStatus::*;
+    for status in [Ringing, Ringing, InProgress, Machine, Completed] {
+        store
+            .record_status(&id, status)
+            .await
+            .expect("record_status");
+    }
+    // Late and repeated callbacks: ignored once the call is over.
+    for status in [Ringing, InProgress, Completed, Failed, Queued] {
+        store
+            .record_status(&id, status)
+            .await
+            .expect("record_status");
+    }
+    let record = get(&store, &id).await;
+    assert_eq!(record.status, Completed);
+    assert_eq!(
+        statuses(&record),
+        [Queued, Ringing, InProgress, Machine, Completed]
+    );
+    assert!(record.history.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(record.updated_at >= record.created_at);
+
+    // Out of order before the end: in-progress arrives before ringing.
+    let id = store.create(new_call(None)).await.expect("create").id;
+    store
+        .record_status(&id, InProgress)
+        .await
+        .expect("record_status");
+    store
+        .record_status(&id, Ringing)
+        .await
+        .expect("record_status");
+    store
+        .record_status(&id, NoAnswer)
+        .await
+        .expect("record_status");
+    let record = get(&store, &id).await;
+    assert_eq!(statuses(&record), [Queued, InProgress, NoAnswer]);
+    assert_eq!(record.status, NoAnswer);
+    store.close().await;
+}
+
+async fn fail_and_finish(url: String) {
+    let store = open(&url).await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    store
+        .record_status(&id, CallStatus::InProgress)
+        .await
+        .expect("status");
+    store
+        .fail(&id, "gemini session closed")
+        .await
+        .expect("fail");
+    store
+        .record_status(&id, CallStatus::Completed)
+        .await
+        .expect("status");
+    store.finish(&id, Some(42), None).await.expect("finish");
+    let record = get(&store, &id).await;
+    assert_eq!(record.status, CallStatus::Failed);
+    assert_eq!(
+        statuses(&record),
+        [
+            CallStatus::Queued,
+            CallStatus::InProgress,
+            CallStatus::Failed
+        ]
+    );
+    assert_eq!(record.end_reason.as_deref(), Some("gemini session closed"));
+    assert_eq!(record.duration_seconds, Some(42));
+
+    // A call that already ended keeps its status; fail only fills an empty end reason.
+    let id = store.create(new_call(None)).await.expect("create").id;
+    store
+        .record_status(&id, CallStatus::Completed)
+        .await
+        .expect("status");
+    store.fail(&id, "stream dropped").await.expect("fail");
+    store.fail(&id, "second reason").await.expect("fail");
+    let record = get(&store, &id).await;
+    assert_eq!(record.status, CallStatus::Completed);
+    assert_eq!(record.end_reason.as_deref(), Some("stream dropped"));
+
+    // finish sets what is given and keeps the rest.
+    store
+        .finish(&id, None, Some("NORMAL_CLEARING"))
+        .await
+        .expect("finish");
+    store.finish(&id, Some(7), None).await.expect("finish");
+    store
+        .set_answered_by(&id, "machine_end_beep")
+        .await
+        .expect("answered_by");
+    let record = get(&store, &id).await;
+    assert_eq!(record.end_reason.as_deref(), Some("NORMAL_CLEARING"));
+    assert_eq!(record.duration_seconds, Some(7));
+    assert_eq!(record.answered_by.as_deref(), Some("machine_end_beep"));
+    store.close().await;
+}
+
+async fn transcript_keeps_order(url: String) {
+    let store = open(&url).await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    store
+        .record_status(&id, CallStatus::InProgress)
+        .await
+        .expect("status");
+    let lines: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let who = if i % 2 == 0 { "agent" } else { "caller" };
+            (who.to_owned(), format!("line {i}: ünïcode 'quotes' \"ok\""))
+        })
+        .collect();
+    for (i, (who, text)) in lines.iter().enumerate() {
+        store
+            .append_transcript(&id, who, text)
+            .await
+            .expect("append");
+        if i == 10 {
+            store
+                .append_tool_event(&id, "lookup", &json!({"i": i}))
+                .await
+                .expect("tool");
+            store
+                .record_status(&id, CallStatus::Completed)
+                .await
+                .expect("status");
+        }
+    }
+    let record = get(&store, &id).await;
+    let got: Vec<(String, String)> = record
+        .transcript
+        .iter()
+        .map(|line| (line.who.clone(), line.text.clone()))
+        .collect();
+    assert_eq!(got, lines);
+    assert!(record.transcript.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(
+        statuses(&record),
+        [
+            CallStatus::Queued,
+            CallStatus::InProgress,
+            CallStatus::Completed
+        ]
+    );
+    assert_eq!(record.tool_events.len(), 1);
+    assert_rfc3339(&record.transcript[0].at);
+    store.close().await;
+}
+
+async fn concurrent_appends_all_land_in_order(url: String) {
+    let store = open(&url).await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let store = store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10 {
+                store
+                    .append_transcript(&id, &format!("w{writer}"), &n.to_string())
+                    .await
+                    .expect("concurrent append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    let record = get(&store, &id).await;
+    assert_eq!(record.transcript.len(), 40);
+    for writer in 0..4 {
+        let who = format!("w{writer}");
+        let seen: Vec<String> = record
+            .transcript
+            .iter()
+            .filter(|line| line.who == who)
+            .map(|line| line.text.clone())
+            .collect();
+        let expected: Vec<String> = (0..10).map(|n: i32| n.to_string()).collect();
+        assert_eq!(seen, expected, "{who}'s lines in the order written");
+    }
+    store.close().await;
+}
+
+async fn tool_events_round_trip(url: String) {
+    let store = open(&url).await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    let call = json!({"call": {"args": {"date": "2026-05-21", "slots": [9, 10]}}});
+    let result = json!({"result": {"booked": true, "note": null}});
+    store
+        .append_tool_event(&id, "book_slot", &call)
+        .await
+        .expect("tool");
+    store
+        .append_tool_event(&id, "book_slot", &result)
+        .await
+        .expect("tool");
+    store
+        .append_tool_event(&id, "end_call", &Value::String("bye".into()))
+        .await
+        .expect("tool");
+    let record = get(&store, &id).await;
+    let got: Vec<(&str, &Value)> = record
+        .tool_events
+        .iter()
+        .map(|event| (event.name.as_str(), &event.detail))
+        .collect();
+    let bye = Value::String("bye".into());
+    assert_eq!(
+        got,
+        [
+            ("book_slot", &call),
+            ("book_slot", &result),
+            ("end_call", &bye)
+        ]
+    );
+    assert!(record.transcript.is_empty());
+    let json = serde_json::to_value(&record).expect("serialize");
+    assert_eq!(
+        json["tool_events"][0]["detail"]["call"]["args"]["slots"][1],
+        10
+    );
+    store.close().await;
+}
+
+async fn list_filters_newest_first(url: String) {
+    let store = open(&url).await;
+    let mut ids = Vec::new();
+    for (campaign, status) in [
+        (Some("spring"), CallStatus::Completed),
+        (Some("autumn"), CallStatus::Completed),
+        (Some("spring"), CallStatus::Busy),
+        (None, CallStatus::Completed),
+        (Some("spring"), CallStatus::Completed),
+    ] {
+        let id = store.create(new_call(campaign)).await.expect("create").id;
+        store
+            .append_transcript(&id, "agent", "hello")
+            .await
+            .expect("append");
+        store.record_status(&id, status).await.expect("status");
+        ids.push(id);
+    }
+    let listed = |records: Vec<CallRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+    let all = store.list(&CallFilter::default()).await.expect("list");
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].created_at >= w[1].created_at));
+    assert_eq!(
+        listed(all.clone()),
+        ids.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let last = &all[0];
+    assert_eq!(statuses(last), [CallStatus::Queued, CallStatus::Completed]);
+    assert!(last.transcript.is_empty(), "list leaves transcripts out");
+
+    let spring = CallFilter {
+        campaign: Some("spring".into()),
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        listed(store.list(&spring).await.expect("list")),
+        [ids[4].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    let completed = CallFilter {
+        status: Some(CallStatus::Completed),
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        listed(store.list(&completed).await.expect("list")),
+        [
+            ids[4].clone(),
+            ids[3].clone(),
+            ids[1].clone(),
+            ids[0].clone()
+        ]
+    );
+    let spring_busy = CallFilter {
+        campaign: Some("spring".into()),
+        status: Some(CallStatus::Busy),
+        limit: 10,
+    };
+    assert_eq!(
+        listed(store.list(&spring_busy).await.expect("list")),
+        [ids[2].clone()]
+    );
+    let two = CallFilter {
+        limit: 2,
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        listed(store.list(&two).await.expect("list")),
+        [ids[4].clone(), ids[3].clone()]
+    );
+    let zero = CallFilter {
+        limit: 0,
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        listed(store.list(&zero).await.expect("list")),
+        [ids[4].clone()]
+    );
+    let none = CallFilter {
+        campaign: Some("winter".into()),
+        ..CallFilter::default()
+    };
+    assert!(store.list(&none).await.expect("list").is_empty());
+    store.close().await;
+}
+
+async fn find_by_provider_call_id(url: String) {
+    let store = open(&url).await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    let other = store.create(new_call(None)).await.expect("create").id;
+    assert!(
+        store
+            .find_by_provider_call_id("twilio", "CA123")
+            .await
+            .expect("find")
+            .is_none()
+    );
+    store
+        .set_provider_call_id(&id, "CA123")
+        .await
+        .expect("set id");
+    store
+        .set_provider_call_id(&other, "CA999")
+        .await
+        .expect("set id");
+    store
+        .append_transcript(&id, "caller", "hi")
+        .await
+        .expect("append");
+    let found = store
+        .find_by_provider_call_id("twilio", "CA123")
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(found.id, id);
+    assert_eq!(found.provider_call_id.as_deref(), Some("CA123"));
+    assert_eq!(found.transcript.len(), 1, "find returns the full record");
+    assert!(
+        store
+            .find_by_provider_call_id("plivo", "CA123")
+            .await
+            .expect("find")
+            .is_none()
+    );
+    store.close().await;
+}
+
+async fn records_survive_restart_and_migrations_rerun(url: String) {
+    let store = open(&url).await;
+    let id = store
+        .create(new_call(Some("restart")))
+        .await
+        .expect("create")
+        .id;
+    store
+        .record_status(&id, CallStatus::InProgress)
+        .await
+        .expect("status");
+    store
+        .append_transcript(&id, "agent", "before restart")
+        .await
+        .expect("append");
+    let before = get(&store, &id).await;
+    store.close().await;
+
+    // A second start runs the migrator again; a third store opens alongside it.
+    let store = open(&url).await;
+    let alongside = open(&url).await;
+    let after = get(&store, &id).await;
+    assert_eq!(
+        serde_json::to_value(&after).expect("serialize"),
+        serde_json::to_value(&before).expect("serialize")
+    );
+    store
+        .append_transcript(&id, "agent", "after restart")
+        .await
+        .expect("append");
+    let seen = get(&alongside, &id).await;
+    assert_eq!(seen.transcript.len(), 2);
+    store.close().await;
+    alongside.close().await;
+}
+
+async fn unknown_ids_are_not_found(url: String) {
+    let store = open(&url).await;
+    let missing = "cmissing";
+    let results = [
+        store.record_status(missing, CallStatus::Ringing).await,
+        store.set_provider_call_id(missing, "x").await,
+        store.set_answered_by(missing, "human").await,
+        store.finish(missing, Some(1), Some("x")).await,
+        store.fail(missing, "x").await,
+        store.append_transcript(missing, "agent", "x").await,
+        store.append_tool_event(missing, "t", &json!({})).await,
+    ];
+    for result in results {
+        match result {
+            Err(StoreError::NotFound { id }) => assert_eq!(id, missing),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+    store.close().await;
+}
+
+fn assert_rfc3339(at: &str) {
+    // 2026-05-20T09:30:00.125Z
+    let bytes = at.as_bytes();
+    assert_eq!(bytes.len(), 24, "{at}");
+    assert!(
+        at.ends_with('Z') && bytes[10] == b'T' && bytes[19] == b'.',
+        "{at}"
+    );
+}
+
+// SQLite only.
+
+#[tokio::test]
+async fn sqlite_file_and_folder_are_created_with_wal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("deep").join("er").join("gemini-phone.db");
+    assert!(!path.parent().is_some_and(Path::exists));
+    let url = format!("sqlite://{}", path.display());
+    let store = open(&url).await;
+    assert_eq!(store.backend(), "sqlite");
+    assert!(path.exists(), "the database file exists");
+    store.create(new_call(None)).await.expect("create");
+    store.close().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("open the file");
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+    let (calls,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM calls")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(calls, 1);
+}
+
+#[tokio::test]
+async fn sqlite_memory_url_works() {
+    let store = open("sqlite::memory:").await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    store
+        .append_transcript(&id, "agent", "in memory")
+        .await
+        .expect("append");
+    assert_eq!(get(&store, &id).await.transcript.len(), 1);
+    assert_eq!(
+        store
+            .list(&CallFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_are_typed_errors_without_passwords() {
+    let err = CallStore::connect("mysql://me:hunter2@127.0.0.1/db")
+        .await
+        .expect_err("mysql is not supported");
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("sqlite://") && !text.contains("hunter2"),
+        "{text}"
+    );
+
+    // Nothing listens on port 1 of loopback.
+    let started = std::time::Instant::now();
+    let err = CallStore::connect("postgres://me:hunter2@127.0.0.1:1/db?password=hunter2")
+        .await
+        .expect_err("nothing listens there");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("127.0.0.1:1/db"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn status_names_and_provider_spellings() {
+    for status in CallStatus::ALL {
+        assert_eq!(status.as_str().parse::<CallStatus>(), Ok(status));
+        let json = serde_json::to_value(status).expect("serialize");
+        assert_eq!(json, status.as_str());
+        assert_eq!(status.to_string(), status.as_str());
+    }
+    for (spelling, status) in [
+        ("initiated", CallStatus::Queued),
+        ("in-progress", CallStatus::InProgress),
+        ("no-answer", CallStatus::NoAnswer),
+        ("timeout", CallStatus::NoAnswer),
+        ("cancel", CallStatus::Canceled),
+        ("Cancelled", CallStatus::Canceled),
+        ("BUSY", CallStatus::Busy),
+    ] {
+        assert_eq!(spelling.parse::<CallStatus>(), Ok(status), "{spelling}");
+    }
+    assert!("answered-ish".parse::<CallStatus>().is_err());
+    let finals: Vec<CallStatus> = CallStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_final())
+        .collect();
+    assert_eq!(
+        finals,
+        [
+            CallStatus::Completed,
+            CallStatus::Busy,
+            CallStatus::NoAnswer,
+            CallStatus::Failed,
+            CallStatus::Canceled
+        ]
+    );
+    assert_eq!(CallFilter::default().limit, 50);
+}
