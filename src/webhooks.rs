@@ -22,7 +22,7 @@ fn webhook_params(
     query: HashMap<String, String>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<HashMap<String, String>, Response> {
+) -> Result<HashMap<String, String>, String> {
     let mut params = query;
     if body.is_empty() {
         return Ok(params);
@@ -50,7 +50,7 @@ fn webhook_params(
             params.extend(body_params);
             Ok(params)
         }
-        Err(problem) => Err((StatusCode::BAD_REQUEST, problem).into_response()),
+        Err(problem) => Err(problem),
     }
 }
 
@@ -71,7 +71,7 @@ pub async fn answer(
     };
     let params = match webhook_params(query, &headers, &body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
     };
     let Some(info) = provider.call_info(&params) else {
         tracing::warn!(provider = name, "answer webhook without a call id");
@@ -198,7 +198,7 @@ pub async fn status(
     };
     let params = match webhook_params(query, &headers, &body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
     };
     let event = provider.callback_event(&params);
     let record = match find_record(
@@ -245,10 +245,12 @@ pub async fn status(
                     tracing::error!(%error, "could not record the call status");
                 }
                 if status.is_final() {
-                    let reason = event.hangup_cause.as_deref().unwrap_or(status.as_str());
-                    let reason = record.end_reason.as_deref().unwrap_or(reason);
+                    // A completed call's reason comes from the bridge, which knows who ended
+                    // it; an unanswered call's reason is the provider's.
+                    let reason = (status != CallStatus::Completed && record.end_reason.is_none())
+                        .then(|| event.hangup_cause.as_deref().unwrap_or(status.as_str()));
                     if let Err(error) = store
-                        .finish(&record.id, event.duration_seconds, Some(reason))
+                        .finish(&record.id, event.duration_seconds, reason)
                         .await
                     {
                         tracing::error!(%error, "could not record the end of the call");

@@ -62,7 +62,13 @@ impl Recorder {
                         id,
                         duration_seconds,
                         end_reason,
-                    } => store.finish(id, *duration_seconds, Some(end_reason)).await,
+                    } => {
+                        // The provider's billed duration, when its callback came first, is the
+                        // true one: only fill what is still empty.
+                        store
+                            .finish_if_unset(id, *duration_seconds, Some(end_reason))
+                            .await
+                    }
                 };
                 if let Err(error) = result {
                     tracing::error!(%error, "could not write a call record update");

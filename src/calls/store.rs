@@ -748,6 +748,29 @@ impl CallStore {
         expect_one(result.rows_affected(), id)
     }
 
+    /// Like [`Self::finish`], but only fills fields that are still empty, in one statement,
+    /// so a value the provider reported is never replaced by a later, rougher one.
+    pub async fn finish_if_unset(
+        &self,
+        id: &str,
+        duration_seconds: Option<i64>,
+        end_reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "finish_if_unset";
+        let result = sqlx::query(
+            "UPDATE calls SET duration_seconds = COALESCE(duration_seconds, $2), \
+             end_reason = COALESCE(end_reason, $3), updated_ms = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(duration_seconds)
+        .bind(end_reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(query_error(OP))?;
+        expect_one(result.rows_affected(), id)
+    }
+
     /// Marks the call `Failed` with `reason` as its end reason. On a call that already has a
     /// final status, the status is kept and `reason` only fills an empty end reason.
     pub async fn fail(&self, id: &str, reason: &str) -> Result<(), StoreError> {

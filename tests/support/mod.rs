@@ -5,6 +5,7 @@
 
 pub mod gemini;
 pub mod phone;
+pub mod rest;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,24 @@ use tokio::task::JoinHandle;
 
 /// The API key the test server is configured with.
 pub const TEST_API_KEY: &str = "test-key-0123456789";
+
+/// The bearer token test servers require on `/calls`.
+pub const API_TOKEN: &str = "test-api-token-0123456789";
+
+/// Variables that enable both providers against the fake REST API at `rest_url`.
+pub fn provider_vars(rest_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("API_TOKEN", API_TOKEN.to_owned()),
+        ("TWILIO_ACCOUNT_SID", rest::TWILIO_SID.to_owned()),
+        ("TWILIO_AUTH_TOKEN", rest::TWILIO_TOKEN.to_owned()),
+        ("TWILIO_PHONE_NUMBER", "+15550009999".to_owned()),
+        ("TWILIO_API_URL", rest_url.to_owned()),
+        ("PLIVO_AUTH_ID", rest::PLIVO_ID.to_owned()),
+        ("PLIVO_AUTH_TOKEN", rest::PLIVO_TOKEN.to_owned()),
+        ("PLIVO_PHONE_NUMBER", "15550008888".to_owned()),
+        ("PLIVO_API_URL", rest_url.to_owned()),
+    ]
+}
 
 /// A running server on 127.0.0.1 with its shared state.
 pub struct TestServer {
