@@ -1054,12 +1054,8 @@ async fn run(args: Args) -> Result<bool, String> {
             .await
             .map_err(|e| e.to_string())??,
     };
-    if !server_bin.exists() {
-        return Err(format!(
-            "{} not found; run cargo build --release",
-            server_bin.display()
-        ));
-    }
+    let server_bin = std::fs::canonicalize(&server_bin)
+        .map_err(|e| format!("{}: {e}; run cargo build --release", server_bin.display()))?;
 
     // The fake Gemini Live, in this process.
     let fake = TcpListener::bind("127.0.0.1:0")

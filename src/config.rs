@@ -141,6 +141,25 @@ pub struct Config {
     pub prompts_dir: PathBuf,
     /// Longest a call may last before the bridge ends it.
     pub max_call_duration: Duration,
+    /// What the agent may do besides talking.
+    pub tools: ToolsConfig,
+}
+
+/// The agent's tools: built-ins and the user's HTTP tools.
+#[derive(Debug, Clone, Default)]
+pub struct ToolsConfig {
+    /// `end_call` offered.
+    pub end_call: bool,
+    /// `transfer_call` offered.
+    pub transfer_call: bool,
+    /// `send_sms` offered.
+    pub send_sms: bool,
+    /// Where `transfer_call` goes when the model names no allowed number.
+    pub transfer_number: Option<String>,
+    /// Numbers the model may name for transfers and texts (besides the caller).
+    pub allowed_numbers: Vec<String>,
+    /// File of user-defined HTTP tools (JSON or TOML).
+    pub tools_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -228,6 +247,8 @@ impl Config {
                 }
             });
 
+        let tools = parse_tools(&get)?;
+
         Ok(Config {
             agent,
             gemini,
@@ -246,6 +267,7 @@ impl Config {
                     n => n,
                 },
             ),
+            tools,
         })
     }
 
@@ -259,6 +281,62 @@ impl Config {
             self.public_url.clone()
         }
     }
+}
+
+fn parse_tools(get: &impl Fn(&str) -> Option<String>) -> Result<ToolsConfig, ConfigError> {
+    let mut tools = ToolsConfig {
+        end_call: true,
+        ..ToolsConfig::default()
+    };
+    if let Some(list) = get("BUILTIN_TOOLS") {
+        tools.end_call = false;
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "end_call" => tools.end_call = true,
+                "transfer_call" => tools.transfer_call = true,
+                "send_sms" => tools.send_sms = true,
+                "none" => {}
+                other => {
+                    return Err(ConfigError::new(
+                        "BUILTIN_TOOLS",
+                        format!(
+                            "`{other}` is not a built-in tool; use end_call, transfer_call, send_sms or none"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let e164 = |var: &'static str, number: &str| {
+        let digits = number.strip_prefix('+').unwrap_or("");
+        if (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(number.to_owned())
+        } else {
+            Err(ConfigError::new(
+                var,
+                format!("`{number}` is not an E.164 number like +15551234567"),
+            ))
+        }
+    };
+    tools.transfer_number = get("TRANSFER_NUMBER")
+        .map(|n| e164("TRANSFER_NUMBER", &n))
+        .transpose()?;
+    if let Some(list) = get("TOOL_ALLOWED_NUMBERS") {
+        tools.allowed_numbers = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| e164("TOOL_ALLOWED_NUMBERS", n))
+            .collect::<Result<_, _>>()?;
+    }
+    if tools.transfer_call && tools.transfer_number.is_none() && tools.allowed_numbers.is_empty() {
+        return Err(ConfigError::new(
+            "TRANSFER_NUMBER",
+            "missing while BUILTIN_TOOLS offers transfer_call; put the number to transfer callers to",
+        ));
+    }
+    tools.tools_file = get("TOOLS_FILE").map(PathBuf::from);
+    Ok(tools)
 }
 
 fn account(
@@ -365,6 +443,7 @@ mod tests {
         assert_eq!(c.public_ws_url(), "wss://example.ngrok.app");
         assert_eq!(c.database_url, "sqlite://data/gemini-phone.db");
         assert_eq!(c.max_call_duration, Duration::from_secs(1800));
+        assert!(c.tools.end_call && !c.tools.transfer_call && !c.tools.send_sms);
         assert!(c.twilio.is_none() && c.plivo.is_none());
     }
 
@@ -394,6 +473,13 @@ mod tests {
             (&[("PLIVO_AUTH_TOKEN", "t")], "PLIVO_AUTH_ID"),
             (&[("HOST", "everywhere")], "HOST"),
             (&[("MAX_CALL_SECONDS", "0")], "MAX_CALL_SECONDS"),
+            (&[("BUILTIN_TOOLS", "end_call,fly")], "BUILTIN_TOOLS"),
+            (&[("BUILTIN_TOOLS", "transfer_call")], "TRANSFER_NUMBER"),
+            (&[("TRANSFER_NUMBER", "555")], "TRANSFER_NUMBER"),
+            (
+                &[("TOOL_ALLOWED_NUMBERS", "+15551234567, 12")],
+                "TOOL_ALLOWED_NUMBERS",
+            ),
         ];
         for (extra, var) in cases {
             let mut vars = MINIMAL.to_vec();

@@ -11,4 +11,5 @@ pub mod gemini;
 pub mod prompts;
 pub mod server;
 pub mod telephony;
+pub mod tools;
 pub mod webhooks;

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::audio::{Downlink, Uplink};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError, api};
 use crate::config::{AgentKind, Config, ConfigError};
@@ -23,6 +24,7 @@ use crate::telephony::plivo::PlivoClient;
 use crate::telephony::rest::{CallControl, http_client};
 use crate::telephony::twilio::TwilioClient;
 use crate::telephony::{self};
+use crate::tools::ToolBox;
 use crate::webhooks;
 
 /// Largest message accepted on a phone stream; real ones are a few hundred bytes.
@@ -80,6 +82,10 @@ pub struct App {
     pub recorder: Recorder,
     /// REST control of each configured provider, by name.
     pub controls: HashMap<&'static str, Arc<dyn CallControl>>,
+    /// The agent's tools.
+    pub tools: ToolBox,
+    /// HTTP client for the user's tools.
+    pub http: reqwest::Client,
     /// Live calls.
     pub active_calls: ActiveCalls,
     started: Instant,
@@ -101,6 +107,9 @@ impl App {
         let inbound_prompt = read_inbound_prompt(&config)?;
         let store = CallStore::connect(&config.database_url).await?;
         let (recorder, _writer) = Recorder::spawn(store.clone());
+        let tools = ToolBox::load(&config.tools)?;
+        // Designs the audio filters now rather than during the first call.
+        let _ = (Uplink::new(), Downlink::new());
         let http = http_client();
         let mut controls: HashMap<&'static str, Arc<dyn CallControl>> = HashMap::new();
         if let Some(twilio) = &config.twilio {
@@ -110,7 +119,10 @@ impl App {
             );
         }
         if let Some(plivo) = &config.plivo {
-            controls.insert("plivo", Arc::new(PlivoClient::new(plivo.clone(), http)));
+            controls.insert(
+                "plivo",
+                Arc::new(PlivoClient::new(plivo.clone(), http.clone())),
+            );
         }
         Ok(Self {
             config,
@@ -119,6 +131,8 @@ impl App {
             store,
             recorder,
             controls,
+            tools,
+            http,
             active_calls: ActiveCalls::default(),
             started: Instant::now(),
         })
@@ -173,6 +187,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/{provider}/status", post(webhooks::status))
         .route("/{provider}/hangup", post(webhooks::status))
+        .route(
+            "/{provider}/transfer",
+            get(webhooks::transfer).post(webhooks::transfer),
+        )
         .route("/{provider}/stream", get(stream))
         .with_state(app)
 }

@@ -283,3 +283,26 @@ async fn find_record(
         None
     })
 }
+
+/// `POST /{provider}/transfer?to=…`: the XML that dials a transfer target (Plivo fetches it
+/// when a call is transferred). Only the configured transfer numbers are dialled.
+pub async fn transfer(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(provider) = telephony::provider_by_name(&name) else {
+        return no_such_provider();
+    };
+    let requested = query.get("to").map(|to| {
+        if to.starts_with('+') {
+            to.clone()
+        } else {
+            format!("+{to}")
+        }
+    });
+    match app.tools.transfer_target(requested.as_deref()) {
+        Ok(to) => xml(provider.transfer_xml(&to)),
+        Err(why) => (StatusCode::FORBIDDEN, why).into_response(),
+    }
+}

@@ -22,6 +22,11 @@ const MAX_PENDING_UPLINK_BYTES: usize = 32_000;
 const GO_AWAY_MARGIN: Duration = Duration::from_secs(5);
 /// Consecutive failed session re-openings after which the call ends.
 const MAX_RECONNECT_ATTEMPTS: u32 = 3;
+/// How long the last words of the agent may take to play before a hang-up or transfer
+/// goes ahead anyway.
+pub const PLAYOUT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Name of the mark that tells us the agent's last words have played.
+const PLAYOUT_MARK: &str = "playout";
 /// Bad messages logged per call before the log is sampled.
 const LOGGED_BAD_MESSAGES: u32 = 5;
 
@@ -73,6 +78,10 @@ pub enum EndReason {
     PhoneError(String),
     /// The call reached `MAX_CALL_SECONDS`.
     MaxDuration,
+    /// The agent ended the call (`end_call`).
+    AgentHungUp,
+    /// The agent transferred the call (`transfer_call`).
+    Transferred(String),
 }
 
 impl fmt::Display for EndReason {
@@ -86,8 +95,24 @@ impl fmt::Display for EndReason {
             }
             EndReason::PhoneError(why) => write!(f, "phone stream error: {why}"),
             EndReason::MaxDuration => f.write_str("maximum call duration reached"),
+            EndReason::AgentHungUp => f.write_str("agent ended the call"),
+            EndReason::Transferred(to) => write!(f, "transferred to {to}"),
         }
     }
+}
+
+/// What to do once the agent's last words have played.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterPlayout {
+    /// Hang up (`end_call`).
+    HangUp,
+    /// Transfer to this number (`transfer_call`, answering tool call `call_id`).
+    Transfer {
+        /// E.164 target.
+        to: String,
+        /// The tool call to answer if the transfer fails.
+        call_id: String,
+    },
 }
 
 /// A command for the task around the machine.
@@ -111,6 +136,8 @@ pub enum Output {
     ToolCalls(Vec<FunctionCall>),
     /// The model cancelled function calls.
     CancelToolCalls(Vec<String>),
+    /// The agent's last words have played (or the wait timed out): carry out the action.
+    PlayedOut(AfterPlayout),
     /// End the call: close both sockets.
     End(EndReason),
 }
@@ -147,6 +174,9 @@ pub struct CallMachine {
     start_deadline: Option<Instant>,
     call_deadline: Option<Instant>,
     agent_speaking: bool,
+    after_playout: Option<AfterPlayout>,
+    playout_mark_sent: bool,
+    playout_deadline: Option<Instant>,
     turns: u32,
     caller_line: String,
     agent_line: String,
@@ -176,6 +206,9 @@ impl CallMachine {
             start_deadline: Some(now + START_TIMEOUT),
             call_deadline: None,
             agent_speaking: false,
+            after_playout: None,
+            playout_mark_sent: false,
+            playout_deadline: None,
             turns: 0,
             caller_line: String::new(),
             agent_line: String::new(),
@@ -273,7 +306,12 @@ impl CallMachine {
             }
             PhoneEvent::Started(start) => self.on_started(start),
             PhoneEvent::Dtmf(digit) => tracing::info!(%digit, "caller pressed a key"),
-            PhoneEvent::MarkPlayed(name) => tracing::debug!(%name, "playback reached mark"),
+            PhoneEvent::MarkPlayed(name) => {
+                tracing::debug!(%name, "playback reached mark");
+                if name == PLAYOUT_MARK && self.playout_mark_sent {
+                    self.played_out();
+                }
+            }
             PhoneEvent::Cleared => tracing::debug!("provider cleared playback"),
             PhoneEvent::Stopped => self.end(EndReason::CallerHungUp),
             PhoneEvent::Ignored => {}
@@ -410,6 +448,24 @@ impl CallMachine {
         }
     }
 
+    /// Carries out `action` once what the agent is saying has played to the caller: after
+    /// the current turn, a mark, and the provider's acknowledgement of it (or a timeout).
+    pub fn after_playout(&mut self, action: AfterPlayout, now: Instant) {
+        if self.is_ended() || self.after_playout.is_some() {
+            return;
+        }
+        self.after_playout = Some(action);
+        self.playout_deadline = Some(now + PLAYOUT_TIMEOUT);
+        if !self.agent_speaking {
+            self.send_playout_mark();
+        }
+    }
+
+    /// Ends the call for `reason` (the task's verdict after a hang-up or transfer).
+    pub fn finish(&mut self, reason: EndReason) {
+        self.end(reason);
+    }
+
     /// Sends a queued reply to Gemini (tool responses and the like).
     pub fn send_to_gemini(&mut self, message: String) {
         if self.phase == Phase::Live {
@@ -432,6 +488,24 @@ impl CallMachine {
         }
         if self.resume_deadline.is_some_and(|d| now >= d) {
             self.resume_now();
+        }
+        if self.playout_deadline.is_some_and(|d| now >= d) {
+            tracing::warn!("no playback acknowledgement in time; going ahead");
+            self.played_out();
+        }
+    }
+
+    fn send_playout_mark(&mut self) {
+        self.playout_mark_sent = true;
+        self.outputs.push_back(Output::Phone(
+            self.stream.encode(PhoneCommand::Mark(PLAYOUT_MARK)),
+        ));
+    }
+
+    fn played_out(&mut self) {
+        self.playout_deadline = None;
+        if let Some(action) = self.after_playout.take() {
+            self.outputs.push_back(Output::PlayedOut(action));
         }
     }
 
@@ -502,6 +576,9 @@ impl CallMachine {
             self.agent_speaking = false;
             self.flush_line(Speaker::Caller);
             self.flush_line(Speaker::Agent);
+            if self.after_playout.is_some() && !self.playout_mark_sent {
+                self.send_playout_mark();
+            }
             if self.resume_wanted {
                 self.resume_now();
             }
@@ -571,6 +648,7 @@ impl CallMachine {
         self.start_deadline = None;
         self.resume_deadline = None;
         self.call_deadline = None;
+        self.playout_deadline = None;
         self.downlink.clear();
         self.pending_uplink = Vec::new();
         self.outputs.push_back(Output::End(reason));
@@ -647,6 +725,7 @@ mod tests {
                 Output::Transcript(..) => "transcript",
                 Output::ToolCalls(_) => "tools",
                 Output::CancelToolCalls(_) => "cancel",
+                Output::PlayedOut(_) => "played-out",
                 Output::End(_) => "end",
             })
             .collect()
@@ -891,6 +970,55 @@ mod tests {
         m.handle_timeout(deadline);
         assert_eq!(drain(&mut m), [Output::End(EndReason::MaxDuration)]);
         assert_eq!(m.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_hang_up_waits_for_the_goodbye_to_play() {
+        let mut m = live();
+        let now = Instant::now();
+        m.handle_gemini_frame(&model_audio(4_800));
+        drain(&mut m);
+        m.after_playout(AfterPlayout::HangUp, now);
+        assert!(drain(&mut m).is_empty(), "the goodbye is still being said");
+        m.handle_gemini_frame(&model_audio(2_400));
+        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        let out = drain(&mut m);
+        let Some(Output::Phone(last)) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert!(
+            last.contains("\"mark\"") && last.contains("playout"),
+            "{last}"
+        );
+        assert!(
+            kinds(&out)[..out.len() - 2].iter().all(|&k| k == "play"),
+            "{:?}",
+            kinds(&out)
+        );
+        m.handle_phone_text(
+            r#"{"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":"turn-1"}}"#,
+        );
+        assert!(drain(&mut m).is_empty(), "other marks do not count");
+        m.handle_phone_text(
+            r#"{"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":"playout"}}"#,
+        );
+        assert_eq!(drain(&mut m), [Output::PlayedOut(AfterPlayout::HangUp)]);
+        m.finish(EndReason::AgentHungUp);
+        assert_eq!(drain(&mut m), [Output::End(EndReason::AgentHungUp)]);
+    }
+
+    #[test]
+    fn a_hang_up_goes_ahead_when_the_mark_never_comes_back() {
+        let mut m = live();
+        let now = Instant::now();
+        m.after_playout(AfterPlayout::HangUp, now);
+        assert_eq!(
+            kinds(&drain(&mut m)),
+            ["mark"],
+            "silent agent: mark at once"
+        );
+        m.handle_timeout(now + PLAYOUT_TIMEOUT);
+        assert_eq!(drain(&mut m), [Output::PlayedOut(AfterPlayout::HangUp)]);
     }
 
     #[test]

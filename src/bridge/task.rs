@@ -13,13 +13,20 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as GeminiMessage;
 use tracing::Instrument;
 
-use super::machine::{CallMachine, EndReason, Mode, Output};
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::machine::{AfterPlayout, CallMachine, EndReason, Mode, Output};
 use crate::calls::CallStatus;
 use crate::config::AgentKind;
+use crate::gemini::protocol::FunctionCall;
 use crate::gemini::protocol::tool_response_message;
 use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
 use crate::server::App;
 use crate::telephony::{Direction, Provider, RECORD_PARAM, StreamStart};
+use crate::tools::{Builtin, CallerInfo, Tool};
 
 type PhoneSink = SplitSink<WebSocket, PhoneMessage>;
 type GeminiSink = SplitSink<GeminiSocket, GeminiMessage>;
@@ -56,7 +63,17 @@ struct CallTask {
     /// Our call record, once the stream's parameters name it.
     record_id: Option<String>,
     started_at: Option<Instant>,
+    /// The provider's id for the call, for REST hang-up and transfer.
+    provider_call_id: Option<String>,
+    provider: &'static dyn Provider,
+    caller: CallerInfo,
+    /// Tool calls in flight; aborted with the call, so none outlives it.
+    tools: JoinSet<ToolResult>,
+    tool_aborts: HashMap<String, AbortHandle>,
 }
+
+/// A finished tool call: (call id, tool name, response for the model).
+type ToolResult = (String, String, Value);
 
 impl CallTask {
     fn new(socket: WebSocket, provider: &'static dyn Provider, app: Arc<App>) -> Self {
@@ -79,6 +96,11 @@ impl CallTask {
             phone_open: true,
             record_id: None,
             started_at: None,
+            provider_call_id: None,
+            provider,
+            caller: CallerInfo::default(),
+            tools: JoinSet::new(),
+            tool_aborts: HashMap::new(),
         }
     }
 
@@ -138,6 +160,12 @@ impl CallTask {
                         }
                     }
                 },
+                Some(done) = self.tools.join_next(), if !self.tools.is_empty() => {
+                    if let Ok((id, name, response)) = done {
+                        self.tool_aborts.remove(&id);
+                        self.answer_tool(&id, &name, &response, None);
+                    }
+                },
                 () = sleep_until_or_pending(deadline) => self.machine.handle_timeout(Instant::now().into_std()),
             }
         };
@@ -187,15 +215,18 @@ impl CallTask {
                 }
                 Output::ToolCalls(calls) => {
                     for call in calls {
-                        tracing::warn!(name = %call.name, "model called a tool that is not offered");
-                        let response = serde_json::json!({
-                            "error": format!("no tool named `{}` is available on this call", call.name)
-                        });
-                        self.machine
-                            .send_to_gemini(tool_response_message(&call.id, &call.name, &response));
+                        self.start_tool(call);
                     }
                 }
-                Output::CancelToolCalls(ids) => tracing::debug!(?ids, "tool calls cancelled"),
+                Output::CancelToolCalls(ids) => {
+                    for id in ids {
+                        if let Some(handle) = self.tool_aborts.remove(&id) {
+                            tracing::info!(%id, "tool call cancelled");
+                            handle.abort();
+                        }
+                    }
+                }
+                Output::PlayedOut(action) => self.carry_out_after_playout(action).await,
                 Output::End(reason) => ended = Some(reason),
             }
         }
@@ -219,6 +250,13 @@ impl CallTask {
         tracing::Span::current().record("call_id", start.call_id.as_str());
         self.started_at = Some(Instant::now());
         self.record_id = start.params.get(RECORD_PARAM).cloned();
+        self.provider_call_id = Some(start.call_id.clone());
+        let param = |key: &str| start.params.get(key).cloned().unwrap_or_default();
+        self.caller = CallerInfo {
+            from: param("from"),
+            to: param("to"),
+            direction: param("direction"),
+        };
         tracing::info!(
             stream_id = %start.stream_id,
             record = self.record_id.as_deref().unwrap_or(""),
@@ -228,9 +266,172 @@ impl CallTask {
         );
         if let Some(config) = &self.app.config.gemini {
             let prompt = system_prompt(&Arc::clone(&self.app), self.record_id.clone()).await;
-            self.machine.open_session(SessionSetup::new(config, prompt));
+            let mut setup = SessionSetup::new(config, prompt);
+            setup.function_declarations = self.app.tools.declarations();
+            self.machine.open_session(setup);
         }
     }
+    /// Starts one tool call: built-ins that change the call act through the machine; the
+    /// others run concurrently and answer when done.
+    fn start_tool(&mut self, call: FunctionCall) {
+        tracing::info!(tool = %call.name, id = %call.id, args = %call.args, "tool called");
+        if let Some(record) = &self.record_id {
+            self.app.recorder.tool(
+                record,
+                &call.name,
+                json!({"id": call.id, "args": call.args}),
+            );
+        }
+        let now = Instant::now().into_std();
+        let arg = |key: &str| {
+            call.args
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        match self.app.tools.find(&call.name) {
+            None => {
+                tracing::warn!(tool = %call.name, "model called a tool that is not offered");
+                let error = json!({"error": format!("no tool named `{}` is available on this call", call.name)});
+                self.answer_tool(&call.id, &call.name, &error, None);
+            }
+            Some(Tool::Builtin(Builtin::EndCall)) => {
+                let result =
+                    json!({"result": "The call will end once your goodbye has been heard."});
+                self.answer_tool(&call.id, &call.name, &result, Some("SILENT"));
+                self.machine.after_playout(AfterPlayout::HangUp, now);
+            }
+            Some(Tool::Builtin(Builtin::TransferCall)) => {
+                match self.app.tools.transfer_target(arg("number").as_deref()) {
+                    Ok(to) => self.machine.after_playout(
+                        AfterPlayout::Transfer {
+                            to,
+                            call_id: call.id,
+                        },
+                        now,
+                    ),
+                    Err(why) => {
+                        self.answer_tool(&call.id, &call.name, &json!({"error": why}), None)
+                    }
+                }
+            }
+            Some(Tool::Builtin(Builtin::SendSms)) => {
+                let control = self.app.control(self.provider.name());
+                let from = control
+                    .as_ref()
+                    .and_then(|c| c.default_from().map(str::to_owned));
+                let target = self
+                    .app
+                    .tools
+                    .sms_target(arg("to").as_deref(), &self.caller_number());
+                let body = arg("body").unwrap_or_default();
+                let (id, name) = (call.id.clone(), call.name.clone());
+                let task = async move {
+                    let response = match (control, from, target) {
+                        (_, _, Err(why)) => json!({"error": why}),
+                        (None, _, _) | (_, None, _) => {
+                            json!({"error": "texting is not set up on this line"})
+                        }
+                        _ if body.trim().is_empty() => {
+                            json!({"error": "the message body is empty"})
+                        }
+                        (Some(control), Some(from), Ok(to)) => match control
+                            .send_sms(&from, &to, &body)
+                            .await
+                        {
+                            Ok(message_id) => {
+                                json!({"result": "sent", "to": to, "message_id": message_id})
+                            }
+                            Err(e) => json!({"error": format!("the text could not be sent: {e}")}),
+                        },
+                    };
+                    (id, name, response)
+                };
+                let handle = self.tools.spawn(task);
+                self.tool_aborts.insert(call.id, handle);
+            }
+            Some(Tool::Http(tool)) => {
+                let http = self.app.http.clone();
+                let call_id = self
+                    .record_id
+                    .clone()
+                    .or_else(|| self.provider_call_id.clone())
+                    .unwrap_or_default();
+                let caller = self.caller.clone();
+                let (id, name, args) = (call.id.clone(), call.name, call.args);
+                let handle = self.tools.spawn(async move {
+                    let response = tool.call(&http, &call_id, &args, &caller).await;
+                    (id, name, response)
+                });
+                self.tool_aborts.insert(call.id, handle);
+            }
+        }
+    }
+
+    fn answer_tool(&mut self, id: &str, name: &str, response: &Value, scheduling: Option<&str>) {
+        tracing::info!(tool = %name, %id, %response, "tool answered");
+        if let Some(record) = &self.record_id {
+            self.app
+                .recorder
+                .tool(record, name, json!({"id": id, "response": response}));
+        }
+        self.machine
+            .send_to_gemini(tool_response_message(id, name, response, scheduling));
+    }
+
+    /// The caller's own number in E.164 (the other party of an outbound call).
+    fn caller_number(&self) -> String {
+        let number = if self.caller.direction == "outbound" {
+            &self.caller.to
+        } else {
+            &self.caller.from
+        };
+        match number.as_str() {
+            "" => String::new(),
+            n if n.starts_with('+') => n.to_owned(),
+            n => format!("+{n}"),
+        }
+    }
+
+    async fn carry_out_after_playout(&mut self, action: AfterPlayout) {
+        let control = self.app.control(self.provider.name());
+        let call_id = self.provider_call_id.clone().unwrap_or_default();
+        match action {
+            AfterPlayout::HangUp => {
+                // Closing the stream ends the call too; the REST hang-up makes it certain.
+                if let Some(control) = control
+                    && let Err(e) = control.hang_up(&call_id, true).await
+                {
+                    tracing::warn!(error = %e, "REST hang-up failed; closing the stream instead");
+                }
+                self.machine.finish(EndReason::AgentHungUp);
+            }
+            AfterPlayout::Transfer {
+                to,
+                call_id: tool_call,
+            } => {
+                let result = match control {
+                    Some(control) => control
+                        .transfer(&call_id, &to, &self.app.config.public_url)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("transfers are not set up on this line".to_owned()),
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(%to, "call transferred");
+                        self.machine.finish(EndReason::Transferred(to));
+                    }
+                    Err(why) => {
+                        tracing::warn!(%why, "transfer failed");
+                        let error = json!({"error": format!("the transfer failed: {why}")});
+                        self.answer_tool(&tool_call, "transfer_call", &error, None);
+                    }
+                }
+            }
+        }
+    }
+
     async fn close_gemini(&mut self) {
         if let Some(mut tx) = self.gemini_tx.take() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, tx.close()).await;

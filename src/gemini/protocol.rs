@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::GeminiConfig;
-use crate::telephony::{BASE64, json_string};
+use crate::telephony::BASE64;
 
 /// MIME type of the audio we send: 16-bit little-endian PCM at 16 kHz.
 pub const INPUT_AUDIO_MIME: &str = "audio/pcm;rate=16000";
@@ -108,14 +108,19 @@ pub fn write_audio_message(pcm16k: &[u8], out: &mut String) {
     out.push_str("\"}}}");
 }
 
-/// A `toolResponse` answering one function call.
-pub fn tool_response_message(id: &str, name: &str, response: &Value) -> String {
-    format!(
-        "{{\"toolResponse\":{{\"functionResponses\":[{{\"id\":{},\"name\":{},\"response\":{}}}]}}}}",
-        json_string(id),
-        json_string(name),
-        response
-    )
+/// A `toolResponse` answering one function call. `scheduling` (`SILENT`, `WHEN_IDLE`,
+/// `INTERRUPT`) tells a non-blocking model when to act on it.
+pub fn tool_response_message(
+    id: &str,
+    name: &str,
+    response: &Value,
+    scheduling: Option<&str>,
+) -> String {
+    let mut answer = json!({"id": id, "name": name, "response": response});
+    if let Some(scheduling) = scheduling {
+        answer["scheduling"] = json!(scheduling);
+    }
+    json!({"toolResponse": {"functionResponses": [answer]}}).to_string()
 }
 
 /// One message from the server. Every field may be present or not, in any combination.
@@ -409,9 +414,13 @@ mod tests {
 
     #[test]
     fn tool_response_echoes_id_and_name() {
-        let msg: Value =
-            serde_json::from_str(&tool_response_message("fc-1", "f", &json!({"result": 1})))
-                .unwrap();
+        let msg: Value = serde_json::from_str(&tool_response_message(
+            "fc-1",
+            "f",
+            &json!({"result": 1}),
+            None,
+        ))
+        .unwrap();
         assert_eq!(
             msg,
             json!({"toolResponse":{"functionResponses":[{"id":"fc-1","name":"f","response":{"result":1}}]}})

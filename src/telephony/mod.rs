@@ -168,6 +168,8 @@ pub trait Provider: Send + Sync + 'static {
     fn hangup_xml(&self) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Hangup/></Response>".to_owned()
     }
+    /// The XML that dials `to` (E.164) for a call being transferred.
+    fn transfer_xml(&self, to: &str) -> String;
     /// Reads a status, hang-up or machine-detection callback.
     fn callback_event(&self, params: &HashMap<String, String>) -> CallbackEvent;
 }

@@ -73,6 +73,13 @@ impl Provider for Plivo {
     fn media_stream(&self) -> Box<dyn MediaStream> {
         Box::new(PlivoStream::default())
     }
+
+    fn transfer_xml(&self, to: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial><Number>{}</Number></Dial></Response>",
+            xml_escape(plivo_number(to))
+        )
+    }
 }
 
 /// One Plivo audio stream.
@@ -397,6 +404,57 @@ impl super::rest::CallControl for PlivoClient {
                 provider: "plivo",
                 detail: "no `request_uuid` in the created call".into(),
             })
+        })
+    }
+
+    fn transfer<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+        to: &'a str,
+        public_url: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+        Box::pin(async move {
+            // Plivo fetches new XML for the caller's leg from our transfer route.
+            let body = serde_json::json!({
+                "legs": "aleg",
+                "aleg_url": format!("{public_url}/plivo/transfer?to={}", plivo_number(to)),
+                "aleg_method": "POST",
+            });
+            let url = format!("{}/Call/{provider_call_id}/", self.account_url());
+            super::rest::read_response(
+                "plivo",
+                self.authed(self.http.post(url)).json(&body).send().await,
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn send_sms<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        body: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+        Box::pin(async move {
+            let message = serde_json::json!({
+                "src": plivo_number(from),
+                "dst": plivo_number(to),
+                "text": body,
+                "type": "sms",
+            });
+            let url = format!("{}/Message/", self.account_url());
+            let (_, answer) = super::rest::read_response(
+                "plivo",
+                self.authed(self.http.post(url)).json(&message).send().await,
+            )
+            .await?;
+            Ok(answer
+                .get("message_uuid")
+                .and_then(|u| u.get(0).or(Some(u)))
+                .and_then(|u| u.as_str())
+                .unwrap_or_default()
+                .to_owned())
         })
     }
 

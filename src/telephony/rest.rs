@@ -74,6 +74,20 @@ pub trait CallControl: Send + Sync {
         provider_call_id: &'a str,
         live: bool,
     ) -> BoxFuture<'a, Result<(), RestError>>;
+    /// Moves a live call off our stream and dials `to` (E.164) for it.
+    fn transfer<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+        to: &'a str,
+        public_url: &'a str,
+    ) -> BoxFuture<'a, Result<(), RestError>>;
+    /// Sends a text message; returns the provider's message id.
+    fn send_sms<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<String, RestError>>;
 }
 
 /// Turns a provider response into `Ok(body)` or a [`RestError`] carrying its message.

@@ -62,6 +62,13 @@ impl Provider for Twilio {
     fn media_stream(&self) -> Box<dyn MediaStream> {
         Box::new(TwilioStream::default())
     }
+
+    fn transfer_xml(&self, to: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial>{}</Dial></Response>",
+            xml_escape(to)
+        )
+    }
 }
 
 /// One Twilio media stream.
@@ -391,6 +398,53 @@ impl super::rest::CallControl for TwilioClient {
                     provider: "twilio",
                     detail: "no `sid` in the created call".into(),
                 })
+        })
+    }
+
+    fn transfer<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+        to: &'a str,
+        _public_url: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+        Box::pin(async move {
+            // New TwiML leaves <Connect><Stream>, which ends our stream, and dials.
+            let twiml = Twilio.transfer_xml(to);
+            let url = format!("{}/{}.json", self.calls_url(), provider_call_id);
+            super::rest::read_response(
+                "twilio",
+                self.post_form(url, &[("Twiml", twiml.as_str())])
+                    .send()
+                    .await,
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn send_sms<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        body: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+        Box::pin(async move {
+            let url = format!(
+                "{}/2010-04-01/Accounts/{}/Messages.json",
+                self.config.api_url, self.config.account_sid
+            );
+            let (_, answer) = super::rest::read_response(
+                "twilio",
+                self.post_form(url, &[("To", to), ("From", from), ("Body", body)])
+                    .send()
+                    .await,
+            )
+            .await?;
+            Ok(answer
+                .get("sid")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_owned())
         })
     }
 

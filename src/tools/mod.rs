@@ -1,0 +1,304 @@
+//! Function calling: what the agent may do besides talking.
+//!
+//! Built-in tools end, transfer or text; the user's HTTP tools (from `TOOLS_FILE`) look
+//! things up in their own systems. All are declared to Gemini in `setup.tools`.
+
+pub mod http;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::config::{ConfigError, ToolsConfig};
+pub use http::{CallerInfo, HttpTool};
+
+/// A tool built into the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// Say goodbye, let it play, hang up.
+    EndCall,
+    /// Hand the caller over to a person.
+    TransferCall,
+    /// Text the caller.
+    SendSms,
+}
+
+impl Builtin {
+    /// The function name the model calls.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::EndCall => "end_call",
+            Builtin::TransferCall => "transfer_call",
+            Builtin::SendSms => "send_sms",
+        }
+    }
+
+    fn declaration(self) -> Value {
+        match self {
+            Builtin::EndCall => json!({
+                "name": "end_call",
+                "description": "Hang up the phone call. Say a short goodbye first; the call ends once it has been heard.",
+                "parameters": {"type": "OBJECT", "properties": {
+                    "reason": {"type": "STRING", "description": "Why the call is ending, for the call record."}
+                }}
+            }),
+            Builtin::TransferCall => json!({
+                "name": "transfer_call",
+                "description": "Transfer the caller to a human colleague. Tell the caller you are transferring them first.",
+                "parameters": {"type": "OBJECT", "properties": {
+                    "number": {"type": "STRING", "description": "Optional E.164 number to transfer to; leave empty for the default team."},
+                    "reason": {"type": "STRING", "description": "Why the caller is being transferred."}
+                }}
+            }),
+            Builtin::SendSms => json!({
+                "name": "send_sms",
+                "description": "Send a text message to the caller's phone (for example a confirmation, an address or a link).",
+                "parameters": {"type": "OBJECT", "properties": {
+                    "body": {"type": "STRING", "description": "The message text, under 300 characters."},
+                    "to": {"type": "STRING", "description": "Optional E.164 number; leave empty to text the caller."}
+                }, "required": ["body"]}
+            }),
+        }
+    }
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone)]
+pub enum Tool {
+    /// Built into the server.
+    Builtin(Builtin),
+    /// One of the user's HTTP tools.
+    Http(Arc<HttpTool>),
+}
+
+/// The tools offered on every call of this deployment.
+#[derive(Debug, Clone, Default)]
+pub struct ToolBox {
+    builtins: Vec<Builtin>,
+    http: Vec<Arc<HttpTool>>,
+    transfer_number: Option<String>,
+    allowed_numbers: Vec<String>,
+}
+
+impl ToolBox {
+    /// Builds the tool box, reading `TOOLS_FILE` if set.
+    pub fn load(config: &ToolsConfig) -> Result<Self, ConfigError> {
+        let builtins = [
+            (config.end_call, Builtin::EndCall),
+            (config.transfer_call, Builtin::TransferCall),
+            (config.send_sms, Builtin::SendSms),
+        ]
+        .into_iter()
+        .filter_map(|(on, tool)| on.then_some(tool))
+        .collect::<Vec<_>>();
+        let http = match &config.tools_file {
+            Some(path) => http::load_file(path)?,
+            None => Vec::new(),
+        };
+        if let Some(clash) = http
+            .iter()
+            .find(|t| builtins.iter().any(|b| b.name() == t.name))
+        {
+            return Err(ConfigError {
+                var: "TOOLS_FILE",
+                problem: format!(
+                    "tool `{}` has the name of a built-in tool; rename it",
+                    clash.name
+                ),
+            });
+        }
+        Ok(Self {
+            builtins,
+            http: http.into_iter().map(Arc::new).collect(),
+            transfer_number: config.transfer_number.clone(),
+            allowed_numbers: config.allowed_numbers.clone(),
+        })
+    }
+
+    /// `functionDeclarations` for the session setup.
+    pub fn declarations(&self) -> Vec<Value> {
+        self.builtins
+            .iter()
+            .map(|b| b.declaration())
+            .chain(self.http.iter().map(|t| t.declaration()))
+            .collect()
+    }
+
+    /// The tool called `name`, if offered.
+    pub fn find(&self, name: &str) -> Option<Tool> {
+        if let Some(builtin) = self.builtins.iter().find(|b| b.name() == name) {
+            return Some(Tool::Builtin(*builtin));
+        }
+        self.http
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| Tool::Http(Arc::clone(t)))
+    }
+
+    /// Where a transfer goes: the requested number if it is allowed, else the default.
+    pub fn transfer_target(&self, requested: Option<&str>) -> Result<String, String> {
+        match requested.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(number) if self.is_allowed(number) => Ok(number.to_owned()),
+            Some(number) => Err(format!(
+                "{number} is not a number calls may be transferred to"
+            )),
+            None => self
+                .transfer_number
+                .clone()
+                .ok_or_else(|| "no transfer number is configured".to_owned()),
+        }
+    }
+
+    /// Who a text goes to: the caller, or a requested number on the allow-list.
+    pub fn sms_target(&self, requested: Option<&str>, caller: &str) -> Result<String, String> {
+        match requested.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(number) if number == caller || self.is_allowed(number) => Ok(number.to_owned()),
+            Some(number) => Err(format!("{number} is not a number texts may be sent to")),
+            None if caller.is_empty() => Err("the caller's number is unknown".to_owned()),
+            None => Ok(caller.to_owned()),
+        }
+    }
+
+    fn is_allowed(&self, number: &str) -> bool {
+        self.transfer_number.as_deref() == Some(number)
+            || self.allowed_numbers.iter().any(|n| n == number)
+    }
+}
+
+/// Turns a JSON Schema (lower-case types) into the Live API's OpenAPI-subset `Schema`
+/// (upper-case types), keeping only the keys that schema knows.
+pub fn to_gemini_schema(schema: &Value) -> Value {
+    let Value::Object(map) = schema else {
+        return json!({"type": "OBJECT"});
+    };
+    let mut out = serde_json::Map::new();
+    for (key, value) in map {
+        match key.as_str() {
+            "type" => {
+                let name = match value {
+                    Value::String(t) => t.clone(),
+                    // ["string", "null"]: the first non-null type, nullable.
+                    Value::Array(types) => {
+                        if types.iter().any(|t| t == "null") {
+                            out.insert("nullable".into(), json!(true));
+                        }
+                        types
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .find(|t| *t != "null")
+                            .unwrap_or("string")
+                            .to_owned()
+                    }
+                    _ => "string".to_owned(),
+                };
+                out.insert("type".into(), json!(name.to_ascii_uppercase()));
+            }
+            "properties" => {
+                if let Value::Object(props) = value {
+                    let converted: serde_json::Map<String, Value> = props
+                        .iter()
+                        .map(|(k, v)| (k.clone(), to_gemini_schema(v)))
+                        .collect();
+                    out.insert("properties".into(), Value::Object(converted));
+                }
+            }
+            "items" => {
+                out.insert("items".into(), to_gemini_schema(value));
+            }
+            "description" | "required" | "enum" | "nullable" | "format" | "minimum" | "maximum"
+            | "minItems" | "maxItems" => {
+                out.insert(key.clone(), value.clone());
+            }
+            _ => {}
+        }
+    }
+    out.entry("type").or_insert(json!("OBJECT"));
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_schema_becomes_gemini_schema() {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "order_id": {"type": "string", "description": "Order number"},
+                "items": {"type": "array", "items": {"type": "integer"}},
+                "note": {"type": ["string", "null"]}
+            },
+            "required": ["order_id"]
+        });
+        assert_eq!(
+            to_gemini_schema(&schema),
+            json!({
+                "type": "OBJECT",
+                "properties": {
+                    "order_id": {"type": "STRING", "description": "Order number"},
+                    "items": {"type": "ARRAY", "items": {"type": "INTEGER"}},
+                    "note": {"type": "STRING", "nullable": true}
+                },
+                "required": ["order_id"]
+            })
+        );
+    }
+
+    fn toolbox() -> ToolBox {
+        ToolBox::load(&ToolsConfig {
+            end_call: true,
+            transfer_call: true,
+            send_sms: true,
+            transfer_number: Some("+15550100000".into()),
+            allowed_numbers: vec!["+15550100001".into()],
+            tools_file: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn builtins_are_declared_and_found() {
+        let tools = toolbox();
+        let names: Vec<String> = tools
+            .declarations()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["end_call", "transfer_call", "send_sms"]);
+        assert!(matches!(
+            tools.find("end_call"),
+            Some(Tool::Builtin(Builtin::EndCall))
+        ));
+        assert!(tools.find("launch").is_none());
+    }
+
+    #[test]
+    fn numbers_outside_the_allow_list_are_refused() {
+        let tools = toolbox();
+        assert_eq!(tools.transfer_target(None).unwrap(), "+15550100000");
+        assert_eq!(
+            tools.transfer_target(Some("+15550100001")).unwrap(),
+            "+15550100001"
+        );
+        assert!(tools.transfer_target(Some("+19005550000")).is_err());
+        assert_eq!(
+            tools.sms_target(None, "+15557770000").unwrap(),
+            "+15557770000"
+        );
+        assert_eq!(
+            tools
+                .sms_target(Some("+15557770000"), "+15557770000")
+                .unwrap(),
+            "+15557770000"
+        );
+        assert!(
+            tools
+                .sms_target(Some("+19005550000"), "+15557770000")
+                .is_err()
+        );
+        assert!(tools.sms_target(None, "").is_err());
+    }
+}
