@@ -40,6 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Upper bounds, so a typo cannot start a run that eats the machine.
 const MAX_CALLS: usize = 2000;
@@ -63,6 +64,9 @@ const LATE_SEND: Duration = Duration::from_millis(5);
 const DRAIN_WAIT: Duration = Duration::from_secs(3);
 /// Time allowed for a call's WebSocket upgrade plus its Gemini session to appear.
 const SETUP_WAIT: Duration = Duration::from_secs(10);
+/// tungstenite zero-fills its whole read buffer (default 128 KiB) before every socket read;
+/// our messages are under 2 KiB (phone) and 16 KiB (Gemini, 240 ms chunks), so keep it small.
+const WS_READ_BUFFER: usize = 16 * 1024;
 /// USER_HZ: the unit of utime/stime in /proc/<pid>/stat (fixed at 100 on Linux).
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
@@ -369,7 +373,8 @@ async fn fake_session(
     pairings: mpsc::UnboundedSender<Pairing>,
     chunk_frames: usize,
 ) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+    let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER);
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
     // `setup` must come first.
@@ -620,7 +625,9 @@ async fn run_caller(
     // fake session is paired with the caller that caused it.
     let socket = {
         let mut pairings = gate.pairings.lock().await;
-        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true);
+        let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         let mut ws = match tokio::time::timeout(SETUP_WAIT, connect).await {
             Ok(Ok((ws, _))) => ws,
             Ok(Err(e)) => {
