@@ -1188,7 +1188,10 @@ async fn run(args: Args) -> Result<bool, String> {
             ProviderSel::Mixed if id % 2 == 0 => Provider::Twilio,
             ProviderSel::Mixed => Provider::Plivo,
         };
-        let at = start + Duration::from_secs_f64(id as f64 / args.ramp_per_second);
+        // Real calls start at random moments, so their 20 ms frame clocks are spread over the
+        // frame period; a ramp of exactly 50/s would otherwise put every caller on one phase.
+        let phase = (id as f64 * 0.618_033_988_75).fract() * FRAME.as_secs_f64();
+        let at = start + Duration::from_secs_f64(id as f64 / args.ramp_per_second + phase);
         callers.push(tokio::spawn(run_caller(
             id,
             provider,

@@ -252,8 +252,12 @@ pub async fn list(
     if let Some(limit) = query.limit {
         filter.limit = limit;
     }
+    #[derive(serde::Serialize)]
+    struct CallList {
+        calls: Vec<super::store::CallRecord>,
+    }
     let calls = app.store.list(&filter).await?;
-    Ok(Json(json!({"calls": calls})).into_response())
+    Ok(Json(CallList { calls }).into_response())
 }
 
 /// `GET /calls/{id}`: the whole record with its transcript.
