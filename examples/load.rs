@@ -119,6 +119,7 @@ struct Args {
     echo_chunk_ms: u64,
     late_ms: u64,
     gen_threads: usize,
+    server_env: Vec<(String, String)>,
     json: bool,
 }
 
@@ -135,6 +136,7 @@ const USAGE: &str = "usage: cargo run --release --example load -- [options]
                        the real service sends 200-240 ms)
   --late-ms MS         an echoed frame heard later than this after it was sent is late (default 20)
   --gen-threads N      generator runtime worker threads (default 2)
+  --server-env K=V     extra environment for the server (repeatable), e.g. TOKIO_WORKER_THREADS=1
   --json               also print the report as one JSON object";
 
 fn parse_args() -> Result<Args, String> {
@@ -150,6 +152,7 @@ fn parse_args() -> Result<Args, String> {
         echo_chunk_ms: 20,
         late_ms: 20,
         gen_threads: 2,
+        server_env: Vec::new(),
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -184,6 +187,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--late-ms" => args.late_ms = num("--late-ms", value("--late-ms")?)?,
             "--gen-threads" => args.gen_threads = num("--gen-threads", value("--gen-threads")?)?,
+            "--server-env" => {
+                let pair = value("--server-env")?;
+                let (k, v) = pair.split_once('=').ok_or("--server-env takes KEY=VALUE")?;
+                args.server_env.push((k.to_owned(), v.to_owned()));
+            }
             "--json" => args.json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option `{other}`")),
@@ -1097,6 +1105,7 @@ async fn run(args: Args) -> Result<bool, String> {
         .env("DATABASE_URL", format!("sqlite://{}", work_dir.join(format!("load-{port}.db")).display()))
         .env("GEMINI_SETUP_TIMEOUT_SECS", "10")
         .env("RUST_LOG", "warn")
+        .envs(args.server_env.iter().map(|(k, v)| (k, v)))
         .current_dir(&work_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))

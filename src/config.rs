@@ -143,6 +143,8 @@ pub struct Config {
     pub max_call_duration: Duration,
     /// What the agent may do besides talking.
     pub tools: ToolsConfig,
+    /// Refuse provider webhooks without a valid signature (when the provider's token is set).
+    pub verify_webhooks: bool,
 }
 
 /// The agent's tools: built-ins and the user's HTTP tools.
@@ -268,6 +270,16 @@ impl Config {
                 },
             ),
             tools,
+            verify_webhooks: match get("VERIFY_WEBHOOKS").as_deref() {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "VERIFY_WEBHOOKS",
+                        format!("`{other}` is not true or false"),
+                    ));
+                }
+            },
         })
     }
 
@@ -444,6 +456,7 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://data/gemini-phone.db");
         assert_eq!(c.max_call_duration, Duration::from_secs(1800));
         assert!(c.tools.end_call && !c.tools.transfer_call && !c.tools.send_sms);
+        assert!(c.verify_webhooks);
         assert!(c.twilio.is_none() && c.plivo.is_none());
     }
 
@@ -474,6 +487,7 @@ mod tests {
             (&[("HOST", "everywhere")], "HOST"),
             (&[("MAX_CALL_SECONDS", "0")], "MAX_CALL_SECONDS"),
             (&[("BUILTIN_TOOLS", "end_call,fly")], "BUILTIN_TOOLS"),
+            (&[("VERIFY_WEBHOOKS", "maybe")], "VERIFY_WEBHOOKS"),
             (&[("BUILTIN_TOOLS", "transfer_call")], "TRANSFER_NUMBER"),
             (&[("TRANSFER_NUMBER", "555")], "TRANSFER_NUMBER"),
             (

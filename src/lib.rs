@@ -10,6 +10,7 @@ pub mod config;
 pub mod gemini;
 pub mod prompts;
 pub mod server;
+pub mod signature;
 pub mod telephony;
 pub mod tools;
 pub mod webhooks;

@@ -18,8 +18,9 @@ use tokio::net::TcpListener;
 use crate::audio::{Downlink, Uplink};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError, api};
-use crate::config::{AgentKind, Config, ConfigError};
+use crate::config::{AgentKind, Config, ConfigError, Secret};
 use crate::prompts::Prompts;
+use crate::signature::StreamTokens;
 use crate::telephony::plivo::PlivoClient;
 use crate::telephony::rest::{CallControl, http_client};
 use crate::telephony::twilio::TwilioClient;
@@ -86,6 +87,8 @@ pub struct App {
     pub tools: ToolBox,
     /// HTTP client for the user's tools.
     pub http: reqwest::Client,
+    /// Binds media streams to the answer webhooks that opened them.
+    pub stream_tokens: StreamTokens,
     /// Live calls.
     pub active_calls: ActiveCalls,
     started: Instant,
@@ -111,6 +114,29 @@ impl App {
         // Designs the audio filters now rather than during the first call.
         let _ = (Uplink::new(), Downlink::new());
         let http = http_client();
+        // Instances behind one load balancer share the Gemini key, so they accept each
+        // other's streams; echo mode has no key and makes one up.
+        let stream_secret = match &config.gemini {
+            Some(gemini) => gemini.api_key.expose().as_bytes().to_vec(),
+            None => uuid::Uuid::new_v4().as_bytes().to_vec(),
+        };
+        let stream_tokens = StreamTokens::new(&stream_secret);
+        for (name, configured) in [
+            ("twilio", config.twilio.is_some()),
+            ("plivo", config.plivo.is_some()),
+        ] {
+            if !configured {
+                tracing::warn!(
+                    provider = name,
+                    "no auth token: this provider's webhooks cannot be verified; set its credentials before exposing the server"
+                );
+            } else if !config.verify_webhooks {
+                tracing::warn!(
+                    provider = name,
+                    "VERIFY_WEBHOOKS=false: webhook signatures are not checked"
+                );
+            }
+        }
         let mut controls: HashMap<&'static str, Arc<dyn CallControl>> = HashMap::new();
         if let Some(twilio) = &config.twilio {
             controls.insert(
@@ -133,6 +159,7 @@ impl App {
             controls,
             tools,
             http,
+            stream_tokens,
             active_calls: ActiveCalls::default(),
             started: Instant::now(),
         })
@@ -141,6 +168,18 @@ impl App {
     /// REST control of the named provider, if configured.
     pub fn control(&self, provider: &str) -> Option<Arc<dyn CallControl>> {
         self.controls.get(provider).cloned()
+    }
+
+    /// The auth token webhooks from `provider` must be signed with, when they are checked.
+    pub fn webhook_secret(&self, provider: &str) -> Option<&Secret> {
+        if !self.config.verify_webhooks {
+            return None;
+        }
+        match provider {
+            "twilio" => self.config.twilio.as_ref().map(|t| &t.auth_token),
+            "plivo" => self.config.plivo.as_ref().map(|p| &p.auth_token),
+            _ => None,
+        }
     }
 
     /// The provider to use when a request names none: the only configured one.

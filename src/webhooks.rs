@@ -5,33 +5,77 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::calls::{CallRecord, CallStatus, NewCall};
 use crate::server::App;
-use crate::telephony::{self, CallInfo, Direction, Provider, RECORD_PARAM, is_machine};
+use crate::telephony::{
+    self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
+};
 
 fn no_such_provider() -> Response {
     (StatusCode::NOT_FOUND, "no such provider").into_response()
 }
 
-/// Reads a webhook's parameters: the query string plus a form or JSON body.
-fn webhook_params(
-    query: HashMap<String, String>,
+/// Why a webhook was refused.
+#[derive(Debug)]
+enum Rejection {
+    /// The body is not a form or JSON object.
+    BadBody(String),
+    /// The signature is missing or wrong.
+    BadSignature,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::BadBody(problem) => (StatusCode::BAD_REQUEST, problem).into_response(),
+            Rejection::BadSignature => {
+                (StatusCode::FORBIDDEN, "invalid webhook signature").into_response()
+            }
+        }
+    }
+}
+
+/// A webhook's parameters (query string plus form or JSON body), once its signature checks
+/// out.
+fn read_webhook(
+    app: &App,
+    provider: &dyn Provider,
+    uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<HashMap<String, String>, String> {
-    let mut params = query;
+) -> Result<HashMap<String, String>, Rejection> {
+    let body_params = parse_body(headers, body).map_err(Rejection::BadBody)?;
+    if let Some(secret) = app.webhook_secret(provider.name()) {
+        // Signed over the URL the provider used, which is the public one, not ours.
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("{}{path}", app.config.public_url);
+        if !provider.verify_webhook(secret.expose(), &url, headers, &body_params) {
+            tracing::warn!(provider = provider.name(), %path, %url, "refused a webhook with a missing or wrong signature");
+            return Err(Rejection::BadSignature);
+        }
+    }
+    let mut params: HashMap<String, String> = uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    params.extend(body_params);
+    Ok(params)
+}
+
+/// Webhook bodies are form-encoded; Plivo may post JSON.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, String> {
     if body.is_empty() {
-        return Ok(params);
+        return Ok(Vec::new());
     }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let parsed: Result<HashMap<String, String>, String> = if is_json {
+    if is_json {
         serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
             .map(|map| {
                 map.into_iter()
@@ -44,13 +88,6 @@ fn webhook_params(
             .map_err(|e| format!("invalid JSON body: {e}"))
     } else {
         serde_urlencoded::from_bytes(body).map_err(|e| format!("invalid form body: {e}"))
-    };
-    match parsed {
-        Ok(body_params) => {
-            params.extend(body_params);
-            Ok(params)
-        }
-        Err(problem) => Err(problem),
     }
 }
 
@@ -62,16 +99,16 @@ fn xml(body: String) -> Response {
 pub async fn answer(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(provider) = telephony::provider_by_name(&name) else {
         return no_such_provider();
     };
-    let params = match webhook_params(query, &headers, &body) {
+    let params = match read_webhook(&app, provider, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
+        Err(rejection) => return rejection.into_response(),
     };
     let Some(info) = provider.call_info(&params) else {
         tracing::warn!(provider = name, "answer webhook without a call id");
@@ -107,6 +144,8 @@ pub async fn answer(
     if let Some(id) = &record_id {
         stream_params.push((RECORD_PARAM, id.as_str()));
     }
+    let token = app.stream_tokens.token(&info.provider_call_id);
+    stream_params.push((TOKEN_PARAM, token.as_str()));
     xml(provider.answer_xml(&stream_url, &stream_params))
 }
 
@@ -189,16 +228,16 @@ async fn mark_machine(app: &App, id: &str, verdict: &str) {
 pub async fn status(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(provider) = telephony::provider_by_name(&name) else {
         return no_such_provider();
     };
-    let params = match webhook_params(query, &headers, &body) {
+    let params = match read_webhook(&app, provider, &uri, &headers, &body) {
         Ok(p) => p,
-        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
+        Err(rejection) => return rejection.into_response(),
     };
     let event = provider.callback_event(&params);
     let record = match find_record(
@@ -289,12 +328,18 @@ async fn find_record(
 pub async fn transfer(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let Some(provider) = telephony::provider_by_name(&name) else {
         return no_such_provider();
     };
-    let requested = query.get("to").map(|to| {
+    let params = match read_webhook(&app, provider, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let requested = params.get("to").map(|to| {
         if to.starts_with('+') {
             to.clone()
         } else {

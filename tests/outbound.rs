@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::gemini::{Behaviour, FakeGemini};
-use support::phone::{PlivoCaller, Provider, TwilioCaller, pcm_tone_24k};
+use support::phone::{Provider, pcm_tone_24k};
 use support::rest::{FakeRest, PLIVO_ID, TWILIO_SID};
-use support::{API_TOKEN, Caller, TestServer, provider_vars};
+use support::{API_TOKEN, Caller, TestServer, provider_vars, stream_params};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -63,18 +63,14 @@ impl World {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A signed provider webhook; the provider is the path's first segment.
     async fn webhook(&self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-        let response = self
-            .http
-            .post(self.server.http(path))
-            .form(form)
-            .send()
-            .await
-            .expect("webhook");
-        (
-            response.status().as_u16(),
-            response.text().await.unwrap_or_default(),
-        )
+        let route = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        self.server.webhook(route, path, form).await
     }
 
     /// Polls the record until `check` holds.
@@ -279,12 +275,8 @@ async fn a_twilio_outbound_call_from_post_to_transcript() {
     );
 
     // The stream carries the record id back; the session gets the rendered prompt.
-    let url = world.server.ws("/twilio/stream");
-    let mut caller = TwilioCaller::connect(&url, WAIT).await;
-    caller.send_connected().await;
-    caller
-        .send_start(&sid, "MZ1", &[("record", &id), ("direction", "outbound")])
-        .await;
+    let mut caller =
+        Caller::start_with(&world.server, Provider::Twilio, &sid, &stream_params(&xml)).await;
     let mut session = world.gemini.next_session(WAIT).await;
     let prompt = session.setup()["setup"]["systemInstruction"]["parts"][0]["text"]
         .as_str()
@@ -303,8 +295,7 @@ async fn a_twilio_outbound_call_from_post_to_transcript() {
     );
     session.send_turn_complete();
     caller.recv_audio(10, WAIT).await;
-    caller.send_stop().await;
-    caller.close().await;
+    caller.hang_up().await;
     assert!(session.wait_closed(WAIT).await);
     world
         .webhook(
@@ -399,22 +390,20 @@ async fn a_plivo_outbound_call_from_post_to_hangup_callback() {
         .await;
     assert!(xml.contains(&format!("record={id}")), "{xml}");
 
-    let mut caller = PlivoCaller::connect(&world.server.ws("/plivo/stream"), WAIT).await;
-    caller
-        .send_start(
-            "uuid-1",
-            "stream-1",
-            &format!("record={id};direction=outbound"),
-        )
-        .await;
+    let mut caller = Caller::start_with(
+        &world.server,
+        Provider::Plivo,
+        "uuid-1",
+        &stream_params(&xml),
+    )
+    .await;
     let mut session = world.gemini.next_session(WAIT).await;
     let prompt = session.setup()["setup"]["systemInstruction"]["parts"][0]["text"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(prompt.contains("calling Asha"), "{prompt}");
-    caller.send_stop().await;
-    caller.close().await;
+    caller.hang_up().await;
     assert!(session.wait_closed(WAIT).await);
     world
         .webhook(
@@ -694,11 +683,13 @@ async fn inbound_calls_are_recorded_with_their_transcript() {
         .and_then(|rest| rest.split('"').next())
         .expect("record parameter")
         .to_owned();
-    let mut caller = Caller::connect(&world.server, Provider::Twilio).await;
-    if let Caller::Twilio(c) = &mut caller {
-        c.send_connected().await;
-        c.send_start("CAin", "MZin", &[("record", &id)]).await;
-    }
+    let mut caller = Caller::start_with(
+        &world.server,
+        Provider::Twilio,
+        "CAin",
+        &stream_params(&xml),
+    )
+    .await;
     let session = world.gemini.next_session(WAIT).await;
     session.send_input_transcription("Is the shop open on Sunday?");
     session.send_audio_with_transcript(&pcm_tone_24k(440.0, 100, 8_000), "Yes, from ten to four.");

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use support::gemini::{Behaviour, FakeGemini, GeminiSession};
-use support::phone::{PlivoCaller, TwilioCaller, pcm_tone_24k};
+use support::phone::{PlivoCaller, Provider, TwilioCaller, pcm_tone_24k};
 use support::rest::{FakeRest, PLIVO_ID, TWILIO_SID};
 use support::{API_TOKEN, TestServer, provider_vars};
 
@@ -122,33 +122,42 @@ impl World {
     }
 
     async fn twilio_call(&mut self, call_sid: &str) -> (TwilioCaller, GeminiSession) {
-        let mut caller = TwilioCaller::connect(&self.server.ws("/twilio/stream"), WAIT).await;
-        caller.send_connected().await;
-        caller
-            .send_start(
+        let params = self
+            .server
+            .answer(
+                Provider::Twilio,
                 call_sid,
-                "MZ1",
-                &[
-                    ("from", "+15557770000"),
-                    ("to", "+15550009999"),
-                    ("direction", "inbound"),
-                ],
+                &[("From", "+15557770000"), ("To", "+15550009999")],
             )
             .await;
+        let params: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut caller = TwilioCaller::connect(&self.server.ws("/twilio/stream"), WAIT).await;
+        caller.send_connected().await;
+        caller.send_start(call_sid, "MZ1", &params).await;
         let mut session = self.gemini.next_session(WAIT).await;
         let _greeting = next_message(&mut session).await;
         (caller, session)
     }
 
     async fn plivo_call(&mut self, call_uuid: &str) -> (PlivoCaller, GeminiSession) {
-        let mut caller = PlivoCaller::connect(&self.server.ws("/plivo/stream"), WAIT).await;
-        caller
-            .send_start(
+        let params = self
+            .server
+            .answer(
+                Provider::Plivo,
                 call_uuid,
-                "s-1",
-                "from=15557770000;to=15550008888;direction=inbound",
+                &[("From", "15557770000"), ("To", "15550008888")],
             )
             .await;
+        let extra = params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        let mut caller = PlivoCaller::connect(&self.server.ws("/plivo/stream"), WAIT).await;
+        caller.send_start(call_uuid, "s-1", &extra).await;
         let mut session = self.gemini.next_session(WAIT).await;
         let _greeting = next_message(&mut session).await;
         (caller, session)
@@ -298,23 +307,20 @@ async fn transfer_call_moves_the_call_with_each_providers_api() {
     );
     assert!(session.wait_closed(WAIT).await);
 
-    let http = reqwest::Client::new();
-    let xml = http
-        .post(world.server.http("/plivo/transfer?to=15550100001"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(xml.status(), 200);
+    let (status, xml) = world
+        .server
+        .webhook("plivo", "/plivo/transfer?to=15550100001", &[])
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(
-        xml.text().await.unwrap(),
+        xml,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial><Number>15550100001</Number></Dial></Response>"
     );
-    let refused = http
-        .post(world.server.http("/plivo/transfer?to=19005550000"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 403, "only configured numbers are dialled");
+    let (status, _) = world
+        .server
+        .webhook("plivo", "/plivo/transfer?to=19005550000", &[])
+        .await;
+    assert_eq!(status, 403, "only configured numbers are dialled");
 }
 
 #[tokio::test]
@@ -455,34 +461,26 @@ async fn parallel_calls_run_concurrently_and_cancellation_stops_one() {
 async fn tool_calls_and_results_are_in_the_record() {
     let mut world = World::start(&[]).await;
     let http = reqwest::Client::new();
-    let (_, xml) = (
-        (),
-        http.post(world.server.http("/twilio/answer"))
-            .form(&[
-                ("CallSid", "CArec"),
-                ("From", "+15557770000"),
-                ("To", "+15550009999"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    let id = xml
-        .split("name=\"record\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let params = world
+        .server
+        .answer(
+            Provider::Twilio,
+            "CArec",
+            &[("From", "+15557770000"), ("To", "+15550009999")],
+        )
+        .await;
+    let id = params
+        .iter()
+        .find(|(k, _)| k == "record")
+        .map(|(_, v)| v.clone())
+        .expect("record id");
+    let params: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut caller = TwilioCaller::connect(&world.server.ws("/twilio/stream"), WAIT).await;
     caller.send_connected().await;
-    caller
-        .send_start("CArec", "MZr", &[("record", &id), ("from", "+15557770000")])
-        .await;
+    caller.send_start("CArec", "MZr", &params).await;
     let mut session = world.gemini.next_session(WAIT).await;
     session.send_tool_call("fc-r", "order_status", json!({"order_number": "Z1"}));
     next_tool_response(&mut session).await;

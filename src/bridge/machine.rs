@@ -82,6 +82,8 @@ pub enum EndReason {
     AgentHungUp,
     /// The agent transferred the call (`transfer_call`).
     Transferred(String),
+    /// The stream did not carry the token our answer webhook issued for its call.
+    Unauthorized,
 }
 
 impl fmt::Display for EndReason {
@@ -97,6 +99,7 @@ impl fmt::Display for EndReason {
             EndReason::MaxDuration => f.write_str("maximum call duration reached"),
             EndReason::AgentHungUp => f.write_str("agent ended the call"),
             EndReason::Transferred(to) => write!(f, "transferred to {to}"),
+            EndReason::Unauthorized => f.write_str("stream not opened by our answer webhook"),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::gemini::protocol::FunctionCall;
 use crate::gemini::protocol::tool_response_message;
 use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
 use crate::server::App;
-use crate::telephony::{Direction, Provider, RECORD_PARAM, StreamStart};
+use crate::telephony::{Direction, Provider, RECORD_PARAM, StreamStart, TOKEN_PARAM};
 use crate::tools::{Builtin, CallerInfo, Tool};
 
 type PhoneSink = SplitSink<WebSocket, PhoneMessage>;
@@ -248,6 +248,12 @@ impl CallTask {
 
     async fn on_started(&mut self, start: StreamStart) {
         tracing::Span::current().record("call_id", start.call_id.as_str());
+        let token = start.params.get(TOKEN_PARAM).map_or("", String::as_str);
+        if !self.app.stream_tokens.verify(&start.call_id, token) {
+            tracing::warn!("refusing a media stream without a valid token from our answer webhook");
+            self.machine.finish(EndReason::Unauthorized);
+            return;
+        }
         self.started_at = Some(Instant::now());
         self.record_id = start.params.get(RECORD_PARAM).cloned();
         self.provider_call_id = Some(start.call_id.clone());

@@ -82,6 +82,9 @@ pub struct CallbackEvent {
 /// only, as Plivo's stream parameters require).
 pub const RECORD_PARAM: &str = "record";
 
+/// The stream parameter that proves the stream was opened by our answer webhook.
+pub const TOKEN_PARAM: &str = "token";
+
 /// The parameters carried from the answer webhook into the media stream's `start` message.
 pub type StreamParams = HashMap<String, String>;
 
@@ -172,6 +175,20 @@ pub trait Provider: Send + Sync + 'static {
     fn transfer_xml(&self, to: &str) -> String;
     /// Reads a status, hang-up or machine-detection callback.
     fn callback_event(&self, params: &HashMap<String, String>) -> CallbackEvent;
+    /// Whether a webhook request carries a valid signature made with `auth_token`: `url` is
+    /// the public URL it was sent to, `body` the POST parameters.
+    fn verify_webhook(
+        &self,
+        auth_token: &str,
+        url: &str,
+        headers: &http::HeaderMap,
+        body: &[(String, String)],
+    ) -> bool;
+}
+
+/// A header's value as text, if present and readable.
+pub(crate) fn header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The provider served under `/{name}/…`, if any.

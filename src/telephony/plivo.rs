@@ -74,6 +74,24 @@ impl Provider for Plivo {
         Box::new(PlivoStream::default())
     }
 
+    fn verify_webhook(
+        &self,
+        auth_token: &str,
+        url: &str,
+        headers: &http::HeaderMap,
+        body: &[(String, String)],
+    ) -> bool {
+        match (
+            super::header(headers, "x-plivo-signature-v3"),
+            super::header(headers, "x-plivo-signature-v3-nonce"),
+        ) {
+            (Some(sig), Some(nonce)) => {
+                crate::signature::verify_plivo_v3(auth_token, url, nonce, body, sig)
+            }
+            _ => false,
+        }
+    }
+
     fn transfer_xml(&self, to: &str) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial><Number>{}</Number></Dial></Response>",

@@ -63,6 +63,17 @@ impl Provider for Twilio {
         Box::new(TwilioStream::default())
     }
 
+    fn verify_webhook(
+        &self,
+        auth_token: &str,
+        url: &str,
+        headers: &http::HeaderMap,
+        body: &[(String, String)],
+    ) -> bool {
+        super::header(headers, "x-twilio-signature")
+            .is_some_and(|sig| crate::signature::verify_twilio(auth_token, url, body, sig))
+    }
+
     fn transfer_xml(&self, to: &str) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial>{}</Dial></Response>",

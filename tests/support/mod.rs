@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gemini_phone::config::Config;
 use gemini_phone::server::{self, App};
+use gemini_phone::signature;
 use serde_json::Value;
 
 use tokio::sync::oneshot;
@@ -134,6 +135,60 @@ impl TestServer {
         }
     }
 
+    /// POSTs a provider webhook (form body), signed the way the provider signs it when the
+    /// server checks signatures. `route` is `twilio` or `plivo`; `path` includes any query.
+    pub async fn webhook(&self, route: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let pairs: Vec<(String, String)> = form
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // The signed URL is the public one the provider was given, not the loopback one.
+        let public = format!("https://phone.example.com{path}");
+        let mut request = reqwest::Client::new().post(self.http(path)).form(&pairs);
+        if self.app.webhook_secret(route).is_some() {
+            request = match route {
+                "twilio" => request.header(
+                    "X-Twilio-Signature",
+                    signature::twilio_signature(rest::TWILIO_TOKEN, &public, &pairs),
+                ),
+                _ => {
+                    let nonce = "61537282940138820937";
+                    request.header("X-Plivo-Signature-V3-Nonce", nonce).header(
+                        "X-Plivo-Signature-V3",
+                        signature::plivo_v3_signature(rest::PLIVO_TOKEN, &public, nonce, &pairs),
+                    )
+                }
+            };
+        }
+        let response = request.send().await.expect("webhook request");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// Answers a call of `provider` through the answer webhook and returns the stream
+    /// parameters its XML carries (the provider would put them in the stream's `start`).
+    pub async fn answer(
+        &self,
+        provider: phone::Provider,
+        call_id: &str,
+        form: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let route = route(provider);
+        let id_field = match provider {
+            phone::Provider::Twilio => "CallSid",
+            phone::Provider::Plivo => "CallUUID",
+        };
+        let mut fields = vec![(id_field, call_id)];
+        fields.extend_from_slice(form);
+        let (status, xml) = self
+            .webhook(route, &format!("/{route}/answer"), &fields)
+            .await;
+        assert_eq!(status, 200, "answer webhook: {xml}");
+        stream_params(&xml)
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -141,6 +196,25 @@ impl TestServer {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
     }
+}
+
+/// The stream parameters in answer XML: Twilio `<Parameter>`s or Plivo `extraHeaders`.
+pub fn stream_params(xml: &str) -> Vec<(String, String)> {
+    let attr = |text: &str, name: &str| -> Option<String> {
+        let start = text.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(text[start..].split('"').next()?.to_owned())
+    };
+    if let Some(extra) = attr(xml, "extraHeaders") {
+        return extra
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    }
+    xml.split("<Parameter ")
+        .skip(1)
+        .filter_map(|p| Some((attr(p, "name")?, attr(p, "value")?)))
+        .collect()
 }
 
 /// A scripted caller of either provider, so each whole-call test runs for both.
@@ -176,36 +250,51 @@ impl Caller {
         }
     }
 
-    /// Connects and starts a call with the usual inbound parameters.
+    /// Answers a call through the webhook, connects its stream and sends `start` with the
+    /// parameters the answer XML gave, as the provider would.
     pub async fn start(server: &TestServer, provider: phone::Provider, call_id: &str) -> Caller {
+        let form: &[(&str, &str)] = match provider {
+            phone::Provider::Twilio => &[
+                ("From", "+15550001111"),
+                ("To", "+15550002222"),
+                ("Direction", "inbound"),
+            ],
+            phone::Provider::Plivo => &[
+                ("From", "15550001111"),
+                ("To", "15550002222"),
+                ("Direction", "inbound"),
+            ],
+        };
+        let params = server.answer(provider, call_id, form).await;
+        Caller::start_with(server, provider, call_id, &params).await
+    }
+
+    /// Connects and sends `start` with exactly these stream parameters.
+    pub async fn start_with(
+        server: &TestServer,
+        provider: phone::Provider,
+        call_id: &str,
+        params: &[(String, String)],
+    ) -> Caller {
         let mut caller = Caller::connect(server, provider).await;
         match &mut caller {
             Caller::Twilio(c) => {
                 assert!(c.send_connected().await);
                 let stream_sid = format!("MZ{call_id}");
-                assert!(
-                    c.send_start(
-                        call_id,
-                        &stream_sid,
-                        &[
-                            ("from", "+15550001111"),
-                            ("to", "+15550002222"),
-                            ("direction", "inbound")
-                        ],
-                    )
-                    .await
-                );
+                let custom: Vec<(&str, &str)> = params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                assert!(c.send_start(call_id, &stream_sid, &custom).await);
             }
             Caller::Plivo(c) => {
                 let stream_id = format!("stream-{call_id}");
-                assert!(
-                    c.send_start(
-                        call_id,
-                        &stream_id,
-                        "from=15550001111;to=15550002222;direction=inbound"
-                    )
-                    .await
-                );
+                let extra = params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(";");
+                assert!(c.send_start(call_id, &stream_id, &extra).await);
             }
         }
         caller
