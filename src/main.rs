@@ -80,9 +80,36 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
         plivo = app.config.plivo.is_some(),
         "gemini-phone listening; point webhooks at PUBLIC_URL/twilio/answer or PUBLIC_URL/plivo/answer"
     );
-    server::serve(listener, app, shutdown_signal())
+    server::serve(listener, Arc::clone(&app), shutdown_signal())
         .await
-        .context("server failed")
+        .context("server failed")?;
+    drain_calls(&app).await;
+    Ok(())
+}
+
+/// Calls in progress when a shutdown starts may finish, for up to this long.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Lets calls in progress end on their own (no new ones are accepted) before exiting.
+async fn drain_calls(app: &App) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let mut logged = false;
+    while app.active_calls.count() > 0 && tokio::time::Instant::now() < deadline {
+        if !logged {
+            tracing::info!(
+                active_calls = app.active_calls.count(),
+                "waiting up to 30 s for calls to end"
+            );
+            logged = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    if app.active_calls.count() > 0 {
+        tracing::warn!(
+            active_calls = app.active_calls.count(),
+            "shutting down with calls still in progress"
+        );
+    }
 }
 
 async fn shutdown_signal() {
