@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::calls::{CallRecord, CallStatus, NewCall};
@@ -15,14 +14,15 @@ use crate::telephony::{
     self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
 };
 
-fn no_such_provider() -> Response {
-    (StatusCode::NOT_FOUND, "no such provider").into_response()
-}
+/// Largest webhook body accepted; real ones are a few kilobytes.
+const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 
 /// Why a webhook was refused.
 #[derive(Debug)]
-enum Rejection {
-    /// The body is not a form or JSON object.
+pub enum Rejection {
+    /// The path names no provider.
+    NoSuchProvider,
+    /// The body is unreadable or not a form or JSON object.
     BadBody(String),
     /// The signature is missing or wrong.
     BadSignature,
@@ -31,6 +31,9 @@ enum Rejection {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         match self {
+            Rejection::NoSuchProvider => {
+                (StatusCode::NOT_FOUND, "no such provider").into_response()
+            }
             Rejection::BadBody(problem) => (StatusCode::BAD_REQUEST, problem).into_response(),
             Rejection::BadSignature => {
                 (StatusCode::FORBIDDEN, "invalid webhook signature").into_response()
@@ -39,31 +42,49 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// A webhook's parameters (query string plus form or JSON body), once its signature checks
-/// out.
-fn read_webhook(
-    app: &App,
-    provider: &dyn Provider,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<HashMap<String, String>, Rejection> {
-    let body_params = parse_body(headers, body).map_err(Rejection::BadBody)?;
-    if let Some(secret) = app.webhook_secret(provider.name()) {
-        // Signed over the URL the provider used, which is the public one, not ours.
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let url = format!("{}{path}", app.config.public_url);
-        if !provider.verify_webhook(secret.expose(), &url, headers, &body_params) {
-            tracing::warn!(provider = provider.name(), %path, %url, "refused a webhook with a missing or wrong signature");
-            return Err(Rejection::BadSignature);
+/// A provider webhook whose signature checked out: the provider named by the path's first
+/// segment and the request's parameters (query string plus form or JSON body).
+pub struct Webhook {
+    /// The provider that sent it.
+    pub provider: &'static dyn Provider,
+    /// Query and body parameters; the body wins on a name clash.
+    pub params: HashMap<String, String>,
+}
+
+impl FromRequest<Arc<App>> for Webhook {
+    type Rejection = Rejection;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let name = parts
+            .uri
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let provider = telephony::provider_by_name(name).ok_or(Rejection::NoSuchProvider)?;
+        let body = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES)
+            .await
+            .map_err(|e| Rejection::BadBody(format!("unreadable body: {e}")))?;
+        let body_params = parse_body(&parts.headers, &body).map_err(Rejection::BadBody)?;
+        if let Some(secret) = app.webhook_secret(provider.name()) {
+            // Signed over the URL the provider used, which is the public one, not ours.
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let url = format!("{}{path}", app.config.public_url);
+            if !provider.verify_webhook(secret.expose(), &url, &parts.headers, &body_params) {
+                tracing::warn!(provider = provider.name(), %path, "refused a webhook with a missing or wrong signature");
+                return Err(Rejection::BadSignature);
+            }
         }
+        let mut params: HashMap<String, String> = parts
+            .uri
+            .query()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        params.extend(body_params);
+        Ok(Self { provider, params })
     }
-    let mut params: HashMap<String, String> = uri
-        .query()
-        .and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or_default();
-    params.extend(body_params);
-    Ok(params)
 }
 
 /// Webhook bodies are form-encoded; Plivo may post JSON.
@@ -98,18 +119,9 @@ fn xml(body: String) -> Response {
 /// `POST /{provider}/answer`: connect the call to `/{provider}/stream`.
 pub async fn answer(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Webhook { provider, params }: Webhook,
 ) -> Response {
-    let Some(provider) = telephony::provider_by_name(&name) else {
-        return no_such_provider();
-    };
-    let params = match read_webhook(&app, provider, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(rejection) => return rejection.into_response(),
-    };
+    let name = provider.name();
     let Some(info) = provider.call_info(&params) else {
         tracing::warn!(provider = name, "answer webhook without a call id");
         return (StatusCode::BAD_REQUEST, "missing call id parameter").into_response();
@@ -227,18 +239,9 @@ async fn mark_machine(app: &App, id: &str, verdict: &str) {
 /// callbacks.
 pub async fn status(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Webhook { provider, params }: Webhook,
 ) -> Response {
-    let Some(provider) = telephony::provider_by_name(&name) else {
-        return no_such_provider();
-    };
-    let params = match read_webhook(&app, provider, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(rejection) => return rejection.into_response(),
-    };
+    let name = provider.name();
     let event = provider.callback_event(&params);
     let record = match find_record(
         &app,
@@ -327,18 +330,8 @@ async fn find_record(
 /// when a call is transferred). Only the configured transfer numbers are dialled.
 pub async fn transfer(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Webhook { provider, params }: Webhook,
 ) -> Response {
-    let Some(provider) = telephony::provider_by_name(&name) else {
-        return no_such_provider();
-    };
-    let params = match read_webhook(&app, provider, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(rejection) => return rejection.into_response(),
-    };
     let requested = params.get("to").map(|to| {
         if to.starts_with('+') {
             to.clone()

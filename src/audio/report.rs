@@ -141,7 +141,11 @@ pub fn fit_tones(
     let basis = |i: usize, c: usize| -> f64 {
         let w = 2.0 * PI * freqs[c / 2] / sample_rate;
         let phase = w * (first_index + i) as f64;
-        if c % 2 == 0 { phase.cos() } else { phase.sin() }
+        if c.is_multiple_of(2) {
+            phase.cos()
+        } else {
+            phase.sin()
+        }
     };
     let mut gram = vec![vec![0.0; cols]; cols];
     let mut rhs = vec![0.0; cols];

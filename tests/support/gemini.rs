@@ -449,7 +449,7 @@ fn check_audio_chunk(a: &Value, msg: &Value) -> Vec<u8> {
     let bytes = decode_b64(data)
         .unwrap_or_else(|| panic!("FakeGemini: realtimeInput.audio.data is not base64: {msg}"));
     assert!(
-        bytes.len() % 2 == 0,
+        bytes.len().is_multiple_of(2),
         "FakeGemini: PCM16 chunk has odd length {}",
         bytes.len()
     );
@@ -774,13 +774,14 @@ async fn run_connection(
                         )).await;
                         close_deadline = Some(Instant::now() + CLOSE_WAIT);
                     }
-                    if echo && !we_closed {
-                        if let Some(pcm) = ri["audio"]["data"].as_str().and_then(decode_b64) {
-                            let up = upsample_16k_to_24k(&le_bytes_to_pcm16(&pcm));
-                            let reply = json!({"serverContent": {"modelTurn": {"role": "model", "parts": [audio_part(&up)]}}});
-                            if ws.send(Message::binary(reply.to_string().into_bytes())).await.is_err() {
-                                break;
-                            }
+                    if echo
+                        && !we_closed
+                        && let Some(pcm) = ri["audio"]["data"].as_str().and_then(decode_b64)
+                    {
+                        let up = upsample_16k_to_24k(&le_bytes_to_pcm16(&pcm));
+                        let reply = json!({"serverContent": {"modelTurn": {"role": "model", "parts": [audio_part(&up)]}}});
+                        if ws.send(Message::binary(reply.to_string().into_bytes())).await.is_err() {
+                            break;
                         }
                     }
                     if !session_gone && in_tx.try_send(v).is_err() {
