@@ -16,6 +16,9 @@ use crate::telephony::{MediaStream, PhoneCommand, PhoneEvent, StreamStart};
 
 /// How long the provider may take to send `start` after the socket opens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A live provider streams audio every 20 ms; this long with no message means the stream
+/// is dead even if its socket is not closed.
+pub const PHONE_SILENCE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Caller audio kept while a Gemini session is being opened (16 kHz PCM16: 1 s).
 const MAX_PENDING_UPLINK_BYTES: usize = 32_000;
 /// Reconnect this long before a `goAway` deadline if no idle moment came first.
@@ -78,6 +81,8 @@ pub enum EndReason {
     PhoneError(String),
     /// The call reached `MAX_CALL_SECONDS`.
     MaxDuration,
+    /// The provider stopped sending anything without closing the stream.
+    PhoneSilent,
     /// The agent ended the call (`end_call`).
     AgentHungUp,
     /// The agent transferred the call (`transfer_call`).
@@ -97,6 +102,7 @@ impl fmt::Display for EndReason {
             }
             EndReason::PhoneError(why) => write!(f, "phone stream error: {why}"),
             EndReason::MaxDuration => f.write_str("maximum call duration reached"),
+            EndReason::PhoneSilent => f.write_str("the phone stream went silent"),
             EndReason::AgentHungUp => f.write_str("agent ended the call"),
             EndReason::Transferred(to) => write!(f, "transferred to {to}"),
             EndReason::Unauthorized => f.write_str("stream not opened by our answer webhook"),
@@ -176,6 +182,10 @@ pub struct CallMachine {
     reconnect_attempts: u32,
     start_deadline: Option<Instant>,
     call_deadline: Option<Instant>,
+    /// When to check that the phone is still sending; `phone_heard` says whether it did since
+    /// the last check (cheaper than reading the clock on every frame).
+    silence_check: Option<Instant>,
+    phone_heard: bool,
     agent_speaking: bool,
     after_playout: Option<AfterPlayout>,
     playout_mark_sent: bool,
@@ -208,6 +218,8 @@ impl CallMachine {
             reconnect_attempts: 0,
             start_deadline: Some(now + START_TIMEOUT),
             call_deadline: None,
+            silence_check: None,
+            phone_heard: false,
             agent_speaking: false,
             after_playout: None,
             playout_mark_sent: false,
@@ -230,6 +242,8 @@ impl CallMachine {
             self.start_deadline,
             self.resume_deadline,
             self.call_deadline,
+            self.playout_deadline,
+            self.silence_check,
         ]
         .into_iter()
         .flatten()
@@ -256,6 +270,7 @@ impl CallMachine {
         if self.is_ended() {
             return;
         }
+        self.phone_heard = true;
         let event = match self.stream.parse(text) {
             Ok(event) => event,
             Err(error) => {
@@ -492,6 +507,13 @@ impl CallMachine {
         if self.resume_deadline.is_some_and(|d| now >= d) {
             self.resume_now();
         }
+        if self.silence_check.is_some_and(|d| now >= d) {
+            if !std::mem::take(&mut self.phone_heard) {
+                self.end(EndReason::PhoneSilent);
+                return;
+            }
+            self.silence_check = Some(now + PHONE_SILENCE_TIMEOUT);
+        }
         if self.playout_deadline.is_some_and(|d| now >= d) {
             tracing::warn!("no playback acknowledgement in time; going ahead");
             self.played_out();
@@ -516,6 +538,10 @@ impl CallMachine {
         if self.phase != Phase::AwaitingStart {
             return;
         }
+        // The start deadline was set from the moment the socket opened.
+        self.silence_check = self
+            .start_deadline
+            .map(|d| d - START_TIMEOUT + PHONE_SILENCE_TIMEOUT);
         self.start_deadline = None;
         self.phase = match self.mode {
             Mode::Echo => Phase::Live,
@@ -652,6 +678,7 @@ impl CallMachine {
         self.resume_deadline = None;
         self.call_deadline = None;
         self.playout_deadline = None;
+        self.silence_check = None;
         self.downlink.clear();
         self.pending_uplink = Vec::new();
         self.outputs.push_back(Output::End(reason));
@@ -967,9 +994,14 @@ mod tests {
         let mut m = live();
         let deadline = Instant::now() + Duration::from_secs(1800);
         m.set_call_deadline(deadline);
-        assert_eq!(m.poll_timeout(), Some(deadline));
+        // The caller keeps talking, so only the call deadline can end the call.
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        drain(&mut m);
         m.handle_timeout(deadline - Duration::from_millis(1));
         assert!(drain(&mut m).is_empty());
+        assert_eq!(m.poll_timeout(), Some(deadline));
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        drain(&mut m);
         m.handle_timeout(deadline);
         assert_eq!(drain(&mut m), [Output::End(EndReason::MaxDuration)]);
         assert_eq!(m.poll_timeout(), None);
@@ -1020,8 +1052,26 @@ mod tests {
             ["mark"],
             "silent agent: mark at once"
         );
+        assert_eq!(m.poll_timeout(), Some(now + PLAYOUT_TIMEOUT));
         m.handle_timeout(now + PLAYOUT_TIMEOUT);
         assert_eq!(drain(&mut m), [Output::PlayedOut(AfterPlayout::HangUp)]);
+    }
+
+    #[test]
+    fn a_phone_stream_that_goes_quiet_is_ended() {
+        let opened = Instant::now();
+        let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), opened);
+        m.handle_phone_text(START);
+        drain(&mut m);
+        let first = opened + PHONE_SILENCE_TIMEOUT;
+        assert_eq!(m.poll_timeout(), Some(first));
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        m.handle_timeout(first);
+        assert!(drain(&mut m).is_empty(), "audio arrived in time");
+        let second = m.poll_timeout().expect("next check");
+        assert_eq!(second, first + PHONE_SILENCE_TIMEOUT);
+        m.handle_timeout(second);
+        assert_eq!(drain(&mut m), [Output::End(EndReason::PhoneSilent)]);
     }
 
     #[test]
