@@ -175,6 +175,8 @@ pub struct CallMachine {
     pcm24k: Vec<u8>,
     echo: Vec<u8>,
     pending_uplink: Vec<u8>,
+    /// Ids of blocking tool calls not yet answered; caller audio is held meanwhile.
+    blocking_tools: Vec<String>,
     greeted: bool,
     resume_handle: Option<String>,
     resume_wanted: bool,
@@ -211,6 +213,7 @@ impl CallMachine {
             pcm24k: Vec::new(),
             echo: Vec::new(),
             pending_uplink: Vec::new(),
+            blocking_tools: Vec::new(),
             greeted: false,
             resume_handle: None,
             resume_wanted: false,
@@ -298,16 +301,21 @@ impl CallMachine {
                         let used = self.echo.len() - rest;
                         self.echo.drain(..used);
                     }
-                    (Mode::Gemini, Phase::Live) => {
+                    (Mode::Gemini, Phase::Live) if self.blocking_tools.is_empty() => {
                         self.pcm16k.clear();
                         self.uplink.push(mulaw, &mut self.pcm16k);
                         let mut message = String::with_capacity(96 + self.pcm16k.len() * 4 / 3);
                         protocol::write_audio_message(&self.pcm16k, &mut message);
                         self.outputs.push_back(Output::Gemini(message));
                     }
+                    // Held while a session opens, and while a blocking tool call is pending
+                    // (models that block on tools close the session with 1008 otherwise).
                     (
                         Mode::Gemini,
-                        Phase::Connecting | Phase::Reconnecting | Phase::AwaitingSetup,
+                        Phase::Live
+                        | Phase::Connecting
+                        | Phase::Reconnecting
+                        | Phase::AwaitingSetup,
                     ) => {
                         self.uplink.push(mulaw, &mut self.pending_uplink);
                         let excess = self
@@ -377,12 +385,26 @@ impl CallMachine {
                     .push_back(Output::Gemini(setup.greeting_message()));
             }
         }
-        // What the caller said while we connected, in chunks of at most 100 ms.
+        self.send_held_uplink();
+    }
+
+    /// Sends the caller audio held back meanwhile, in chunks of at most 100 ms.
+    fn send_held_uplink(&mut self) {
         let pending = std::mem::take(&mut self.pending_uplink);
         for chunk in pending.chunks(3_200) {
             let mut message = String::new();
             protocol::write_audio_message(chunk, &mut message);
             self.outputs.push_back(Output::Gemini(message));
+        }
+    }
+
+    /// A tool call was answered (or given up); audio held for blocking calls flows again once
+    /// none is pending.
+    pub fn tool_answered(&mut self, id: &str) {
+        let before = self.blocking_tools.len();
+        self.blocking_tools.retain(|pending| pending != id);
+        if before > 0 && self.blocking_tools.is_empty() && self.phase == Phase::Live {
+            self.send_held_uplink();
         }
     }
 
@@ -437,12 +459,19 @@ impl CallMachine {
         if let Some(call) = message.tool_call
             && !call.function_calls.is_empty()
         {
+            if self.setup.as_ref().is_some_and(SessionSetup::tools_block) {
+                self.blocking_tools
+                    .extend(call.function_calls.iter().map(|c| c.id.clone()));
+            }
             self.outputs
                 .push_back(Output::ToolCalls(call.function_calls));
         }
         if let Some(cancel) = message.tool_call_cancellation
             && !cancel.ids.is_empty()
         {
+            for id in &cancel.ids {
+                self.tool_answered(id);
+            }
             self.outputs.push_back(Output::CancelToolCalls(cancel.ids));
         }
         if let Some(update) = message.session_resumption_update
@@ -1072,6 +1101,47 @@ mod tests {
         assert_eq!(second, first + PHONE_SILENCE_TIMEOUT);
         m.handle_timeout(second);
         assert_eq!(drain(&mut m), [Output::End(EndReason::PhoneSilent)]);
+    }
+
+    #[test]
+    fn audio_is_held_while_a_blocking_model_waits_for_a_tool() {
+        let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
+        m.handle_phone_text(START);
+        let mut old_model = setup();
+        old_model.model = "models/gemini-2.5-flash-native-audio-latest".into();
+        m.open_session(old_model);
+        m.gemini_ready();
+        drain(&mut m);
+        m.handle_gemini_frame(
+            br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f"},{"id":"b","name":"g"}]}}"#,
+        );
+        drain(&mut m);
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        assert!(
+            drain(&mut m).is_empty(),
+            "audio during a blocking call risks a 1008 close"
+        );
+        m.tool_answered("a");
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        assert!(drain(&mut m).is_empty(), "one call is still pending");
+        m.handle_gemini_frame(br#"{"toolCallCancellation":{"ids":["b"]}}"#);
+        let out = drain(&mut m);
+        assert_eq!(
+            kinds(&out),
+            ["audio-up", "cancel"],
+            "held audio flows once nothing is pending"
+        );
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        assert_eq!(kinds(&drain(&mut m)), ["audio-up"]);
+    }
+
+    #[test]
+    fn audio_keeps_flowing_while_a_non_blocking_model_runs_tools() {
+        let mut m = live();
+        m.handle_gemini_frame(br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f"}]}}"#);
+        drain(&mut m);
+        m.handle_phone_text(&media(&[0xFF; 160]));
+        assert_eq!(kinds(&drain(&mut m)), ["audio-up"]);
     }
 
     #[test]

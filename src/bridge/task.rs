@@ -383,6 +383,7 @@ impl CallTask {
         }
         self.machine
             .send_to_gemini(tool_response_message(id, name, response, scheduling));
+        self.machine.tool_answered(id);
     }
 
     /// The caller's own number in E.164 (the other party of an outbound call).

@@ -74,6 +74,12 @@ impl SessionSetup {
         json!({"setup": setup}).to_string()
     }
 
+    /// Whether the model waits for tool results before going on, which is the default
+    /// for 2.x and 3.1 models (3.8 defaults to non-blocking calls, protocol §2.5).
+    pub fn tools_block(&self) -> bool {
+        self.model.contains("gemini-2") || self.model.contains("gemini-3.1")
+    }
+
     /// The message that makes the model greet the caller as soon as the call connects.
     ///
     /// 3.x models take typed input as `realtimeInput.text`; 2.5 models take `clientContent`.
