@@ -267,17 +267,6 @@ fn parts(c: &mut Criterion) {
     group.bench_function("down/base64_decode", |b| {
         b.iter(|| protocol::decode_audio(black_box(&b64), &mut pcm).is_ok());
     });
-    // `decode_audio` = this alphabet scan + the decode below; shown apart to size the scan.
-    group.bench_function("down/base64_alphabet_scan", |b| {
-        b.iter(|| black_box(&b64).contains(['-', '_']));
-    });
-    group.bench_function("down/base64_decode_standard_only", |b| {
-        b.iter(|| {
-            pcm.clear();
-            STANDARD.decode_vec(black_box(&b64), &mut pcm).is_ok()
-        });
-    });
-
     let mut down = Downlink::new();
     let raw = pcm24k(480);
     group.bench_function("down/resample_24k_8k_and_mulaw", |b| {

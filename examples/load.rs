@@ -207,12 +207,15 @@ fn parse_args() -> Result<Args, String> {
         return Err("--ramp must be 1..=500 calls per second".into());
     }
     if args.burst_ms == 0
-        || args.burst_ms % 20 != 0
+        || !args.burst_ms.is_multiple_of(20)
         || args.burst_every_ms < 2 * args.burst_ms + 200
     {
         return Err("--burst-ms must be a multiple of 20 and --burst-every well above it".into());
     }
-    if args.echo_chunk_ms == 0 || args.echo_chunk_ms % 20 != 0 || args.echo_chunk_ms > 1000 {
+    if args.echo_chunk_ms == 0
+        || !args.echo_chunk_ms.is_multiple_of(20)
+        || args.echo_chunk_ms > 1000
+    {
         return Err("--echo-chunk-ms must be a multiple of 20, at most 1000".into());
     }
     if args.gen_threads == 0 || args.gen_threads > 16 {
@@ -419,7 +422,32 @@ async fn fake_session(
     let mut out24: Vec<i16> = Vec::with_capacity(8192);
     let mut out_bytes: Vec<u8> = Vec::with_capacity(16_384);
     let chunk_samples = chunk_frames * DOWN_SAMPLES_PER_FRAME as usize;
-    while let Some(frame) = ws.next().await {
+    // With chunks longer than a frame, audio left over when the caller goes quiet is sent after
+    // one chunk period, as the real service ends a turn, so no frame is held back for good.
+    let chunk_period = FRAME * chunk_frames as u32;
+    loop {
+        let next = if out24.is_empty() {
+            ws.next().await
+        } else {
+            match tokio::time::timeout(chunk_period, ws.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    if !send_model_audio(
+                        &mut ws,
+                        &call,
+                        &mut out24,
+                        &mut out_bytes,
+                        &mut down_samples,
+                    )
+                    .await
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(frame) = next else { break };
         let received = now_ns();
         let text = match frame {
             Ok(Message::Text(text)) => text,
@@ -481,33 +509,53 @@ async fn fake_session(
         if out24.len() < chunk_samples {
             continue;
         }
-        out_bytes.clear();
-        out_bytes.extend(out24.iter().flat_map(|s| s.to_le_bytes()));
-        let mut reply = String::with_capacity(160 + out_bytes.len() * 4 / 3);
-        reply.push_str(
-            "{\"serverContent\":{\"modelTurn\":{\"role\":\"model\",\"parts\":[{\"inlineData\":{\"mimeType\":\"audio/pcm;rate=24000\",\"data\":\"",
-        );
-        STANDARD.encode_string(&out_bytes, &mut reply);
-        reply.push_str("\"}}]}}}");
-        let m = out24.len() as u64;
-        out24.clear();
-        let sending = now_ns();
+        if !send_model_audio(
+            &mut ws,
+            &call,
+            &mut out24,
+            &mut out_bytes,
+            &mut down_samples,
+        )
+        .await
         {
-            let mut down = lock(&call.down_sent);
-            let first = down_samples / DOWN_SAMPLES_PER_FRAME;
-            down_samples += m;
-            let last = down_samples / DOWN_SAMPLES_PER_FRAME;
-            for j in first..last {
-                if down.len() == j as usize {
-                    down.push(sending);
-                }
-            }
-        }
-        if ws.send(Message::binary(reply.into_bytes())).await.is_err() {
             break;
         }
     }
     call.fake_closed.store(true, Ordering::Relaxed);
+}
+
+/// Sends the 24 kHz audio gathered in `out24` as one `serverContent.modelTurn` binary message,
+/// stamping the send time of every phone frame it completes. False once the socket failed.
+async fn send_model_audio(
+    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
+    call: &CallShared,
+    out24: &mut Vec<i16>,
+    out_bytes: &mut Vec<u8>,
+    down_samples: &mut u64,
+) -> bool {
+    out_bytes.clear();
+    out_bytes.extend(out24.iter().flat_map(|s| s.to_le_bytes()));
+    let mut reply = String::with_capacity(160 + out_bytes.len() * 4 / 3);
+    reply.push_str(
+        "{\"serverContent\":{\"modelTurn\":{\"role\":\"model\",\"parts\":[{\"inlineData\":{\"mimeType\":\"audio/pcm;rate=24000\",\"data\":\"",
+    );
+    STANDARD.encode_string(&*out_bytes, &mut reply);
+    reply.push_str("\"}}]}}}");
+    let m = out24.len() as u64;
+    out24.clear();
+    let sending = now_ns();
+    {
+        let mut down = lock(&call.down_sent);
+        let first = *down_samples / DOWN_SAMPLES_PER_FRAME;
+        *down_samples += m;
+        let last = *down_samples / DOWN_SAMPLES_PER_FRAME;
+        for j in first..last {
+            if down.len() == j as usize {
+                down.push(sending);
+            }
+        }
+    }
+    ws.send(Message::binary(reply.into_bytes())).await.is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,6 +608,7 @@ struct CallResult {
 
 struct Plan {
     server: SocketAddr,
+    http: reqwest::Client,
     window_start: u64,
     window_end: u64,
     burst_every_frames: usize,
@@ -571,15 +620,90 @@ struct Gate {
     pairings: tokio::sync::Mutex<mpsc::UnboundedReceiver<Pairing>>,
 }
 
-fn twilio_start(id: usize) -> String {
+fn twilio_call_sid(id: usize) -> String {
+    format!("CAload{id:028}")
+}
+
+fn plivo_call_uuid(id: usize) -> String {
+    format!("00000000-0000-4000-8000-{id:012}")
+}
+
+/// Answers the call through the server's answer webhook, as the provider would, and returns
+/// the stream parameters its XML carries (among them the token that binds the stream).
+async fn answer_call(
+    http: &reqwest::Client,
+    server: SocketAddr,
+    provider: Provider,
+    id: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let form = match provider {
+        Provider::Twilio => vec![
+            ("CallSid", twilio_call_sid(id)),
+            ("From", "+15550001111".to_owned()),
+            ("To", "+15550002222".to_owned()),
+            ("Direction", "inbound".to_owned()),
+        ],
+        Provider::Plivo => vec![
+            ("CallUUID", plivo_call_uuid(id)),
+            ("From", "15550001111".to_owned()),
+            ("To", "15550002222".to_owned()),
+            ("Direction", "inbound".to_owned()),
+        ],
+    };
+    let url = format!("http://{server}/{}/answer", provider.route());
+    let response = http
+        .post(url)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let xml = response.text().await.map_err(|e| e.to_string())?;
+    Ok(stream_params(&xml))
+}
+
+/// The stream parameters in answer XML: Twilio `<Parameter>`s or Plivo `extraHeaders`.
+fn stream_params(xml: &str) -> Vec<(String, String)> {
+    let attr = |text: &str, name: &str| -> Option<String> {
+        let start = text.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(text[start..].split('"').next()?.to_owned())
+    };
+    if let Some(extra) = attr(xml, "extraHeaders") {
+        return extra
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    }
+    xml.split("<Parameter ")
+        .skip(1)
+        .filter_map(|p| Some((attr(p, "name")?, attr(p, "value")?)))
+        .collect()
+}
+
+fn twilio_start(id: usize, params: &[(String, String)]) -> String {
+    let custom: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let custom = serde_json::Value::Object(custom);
+    let sid = twilio_call_sid(id);
     format!(
-        r#"{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"ACload0000000000000000000000000000","streamSid":"MZload{id:028}","callSid":"CAload{id:028}","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"customParameters":{{"direction":"inbound","from":"+15550001111","to":"+15550002222"}}}},"streamSid":"MZload{id:028}"}}"#
+        r#"{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"ACload0000000000000000000000000000","streamSid":"MZload{id:028}","callSid":"{sid}","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"customParameters":{custom}}},"streamSid":"MZload{id:028}"}}"#
     )
 }
 
-fn plivo_start(id: usize) -> String {
+fn plivo_start(id: usize, params: &[(String, String)]) -> String {
+    let extra = params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    let uuid = plivo_call_uuid(id);
     format!(
-        r#"{{"event":"start","sequenceNumber":1,"start":{{"callId":"00000000-0000-4000-8000-{id:012}","streamId":"11111111-0000-4000-8000-{id:012}","accountId":"MALOAD0000000000000","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000}}}},"extra_headers":"from=15550001111;to=15550002222;direction=inbound"}}"#
+        r#"{{"event":"start","sequenceNumber":1,"start":{{"callId":"{uuid}","streamId":"11111111-0000-4000-8000-{id:012}","accountId":"MALOAD0000000000000","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000}}}},"extra_headers":"{extra}"}}"#
     )
 }
 
@@ -628,6 +752,13 @@ async fn run_caller(
     let shared = Arc::new(CallShared::default());
     let url = format!("ws://{}/{}/stream", plan.server, provider.route());
     let setup_began = Instant::now();
+    let params = match answer_call(&plan.http, plan.server, provider, id).await {
+        Ok(params) => params,
+        Err(e) => {
+            result.failure = Some(format!("answer webhook: {e}"));
+            return result;
+        }
+    };
 
     // One call at a time between `start` and its Gemini session appearing on the fake, so each
     // fake session is paired with the caller that caused it.
@@ -650,9 +781,9 @@ async fn run_caller(
         let opening = match provider {
             Provider::Twilio => vec![
                 r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.to_owned(),
-                twilio_start(id),
+                twilio_start(id, &params),
             ],
-            Provider::Plivo => vec![plivo_start(id)],
+            Provider::Plivo => vec![plivo_start(id, &params)],
         };
         for text in opening {
             if let Err(e) = ws.send(Message::text(text)).await {
@@ -716,7 +847,7 @@ async fn run_caller(
                     result.late_sends += 1;
                 }
                 let in_burst = k >= burst_phase && (k - burst_phase) % plan.burst_every_frames < plan.burst_frames;
-                let burst_onset = k >= burst_phase && (k - burst_phase) % plan.burst_every_frames == 0;
+                let burst_onset = k >= burst_phase && (k - burst_phase).is_multiple_of(plan.burst_every_frames);
                 let payload = if in_burst { &payloads.tone } else { &payloads.noise[k % payloads.noise.len()] };
                 seq += 1;
                 let text = media_message(provider, id, seq, k as u64 + 1, payload);
@@ -1022,6 +1153,24 @@ struct Sample {
     server_cpu: f64,
     gen_cpu: f64,
     server_rss_kib: u64,
+    /// Busy CPU seconds of the whole machine (all processes, all cores).
+    machine_busy: f64,
+}
+
+/// Busy CPU seconds of the whole machine from /proc/stat (everything but idle and iowait).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle) / CLOCK_TICKS_PER_SECOND)
 }
 
 fn sample(server_pid: &str) -> Sample {
@@ -1030,6 +1179,7 @@ fn sample(server_pid: &str) -> Sample {
         server_cpu: cpu_seconds(server_pid).unwrap_or(0.0),
         gen_cpu: cpu_seconds("self").unwrap_or(0.0),
         server_rss_kib: status_kib(server_pid, "VmRSS:").unwrap_or(0),
+        machine_busy: machine_busy_seconds().unwrap_or(0.0),
     }
 }
 
@@ -1136,6 +1286,13 @@ async fn run(args: Args) -> Result<bool, String> {
     let window_end = window_start + args.seconds * 1_000_000_000;
     let plan = Arc::new(Plan {
         server,
+        http: {
+            gemini_phone::telephony::rest::install_crypto_provider();
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("HTTP client")
+        },
         window_start,
         window_end,
         burst_every_frames: (args.burst_every_ms / 20) as usize,
@@ -1237,6 +1394,8 @@ async fn run(args: Args) -> Result<bool, String> {
     let window_s = (edge_end.at - edge_start.at) as f64 / 1e9;
     let server_cpu = edge_end.server_cpu - edge_start.server_cpu;
     let gen_cpu = edge_end.gen_cpu - edge_start.gen_cpu;
+    let machine_busy = edge_end.machine_busy - edge_start.machine_busy;
+    let others_cpu = (machine_busy - server_cpu - gen_cpu).max(0.0);
     let call_seconds = args.calls as f64 * window_s;
     let in_window: Vec<&Sample> = samples
         .iter()
@@ -1369,6 +1528,13 @@ async fn run(args: Args) -> Result<bool, String> {
         gen_hwm_kib as f64 / 1024.0
     );
     println!(
+        "  machine        busy {:.1}% of {} cores; other processes {:.1}% of one core (should be near 0)",
+        machine_busy / window_s * 100.0
+            / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        others_cpu / window_s * 100.0
+    );
+    println!(
         "  server log     {warn_lines} WARN, {error_lines} ERROR lines ({})",
         log_path.display()
     );
@@ -1401,6 +1567,8 @@ async fn run(args: Args) -> Result<bool, String> {
             "generator": {"cpu_seconds": gen_cpu, "cpu_fraction_of_core": gen_cpu / window_s,
                           "vm_hwm_kib": gen_hwm_kib},
             "machine": machine_description(),
+            "machine_busy_cpu_seconds": machine_busy,
+            "other_processes_cpu_seconds": others_cpu,
             "pass": ok,
         });
         println!("{report}");

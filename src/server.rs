@@ -11,6 +11,7 @@ use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ use crate::webhooks;
 
 /// Largest message accepted on a phone stream; real ones are a few hundred bytes.
 const MAX_PHONE_MESSAGE_BYTES: usize = 64 * 1024;
+/// Read buffer of a phone stream.
+const PHONE_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Counts live calls; each call holds an [`ActiveCall`] for its whole life.
 #[derive(Debug, Default)]
@@ -240,6 +243,13 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Frames are sent as soon as they are ready; Nagle would hold each one back until the
+    // provider's next packet acknowledges the last, adding up to a frame of delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await
@@ -270,6 +280,9 @@ async fn stream(
     };
     ws.max_message_size(MAX_PHONE_MESSAGE_BYTES)
         .max_frame_size(MAX_PHONE_MESSAGE_BYTES)
+        // Provider messages are a few hundred bytes; the 128 KiB default buffer is zeroed
+        // before every read and held for the whole call.
+        .read_buffer_size(PHONE_READ_BUFFER_BYTES)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "media stream upgrade failed"))
         .on_upgrade(move |socket| crate::bridge::run_call(socket, provider, app))
 }

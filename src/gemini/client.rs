@@ -71,6 +71,8 @@ async fn connect_inner(
     request.headers_mut().insert("x-goog-api-key", key);
 
     let ws_config = WebSocketConfig::default()
+        // Audio chunks are ~10–15 KiB; the 128 KiB default is zeroed before every read.
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let (mut socket, _response) =

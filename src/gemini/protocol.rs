@@ -290,19 +290,23 @@ pub struct SessionResumptionUpdate {
     pub resumable: bool,
 }
 
+/// Base64 with the URL-safe alphabet, which some clients of the API use.
+const URL_SAFE_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// Decodes base64 audio in either alphabet into `out` (cleared first).
 pub fn decode_audio(data: &str, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
     out.clear();
-    if data.contains(['-', '_']) {
-        let url_safe = base64::engine::GeneralPurpose::new(
-            &base64::alphabet::URL_SAFE,
-            base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-        );
-        url_safe.decode_vec(data, out)
-    } else {
-        BASE64.decode_vec(data, out)
+    // The standard alphabet is the common case; scanning for URL-safe characters first
+    // would cost as much as the decode itself.
+    if BASE64.decode_vec(data, out).is_ok() {
+        return Ok(());
     }
+    out.clear();
+    URL_SAFE_BASE64.decode_vec(data, out)
 }
 
 #[cfg(test)]
