@@ -188,13 +188,16 @@ fn downlink(c: &mut Criterion) {
             .map(|i| model_turn_message(&pcm24k(480 * (i + 1))[960 * i..]))
             .collect();
         let mut machine = live_machine(provider);
-        machine.handle_gemini_frame(&chunks_20[0]);
+        machine.handle_gemini_frame(&chunks_20[0], Instant::now());
         assert_eq!(drain(&mut machine), (1, 0), "20 ms in, one phone frame out");
         let mut i = 0;
         group.throughput(Throughput::Elements(1));
         group.bench_function(format!("{}/20ms", provider.name()), |b| {
             b.iter(|| {
-                machine.handle_gemini_frame(black_box(&chunks_20[i % chunks_20.len()]));
+                machine.handle_gemini_frame(
+                    black_box(&chunks_20[i % chunks_20.len()]),
+                    Instant::now(),
+                );
                 i += 1;
                 drain(&mut machine)
             });
@@ -203,7 +206,7 @@ fn downlink(c: &mut Criterion) {
         // 240 ms at 24 kHz (11 520 bytes, the size the real service sends): 12 frames.
         let chunk_240 = model_turn_message(&pcm24k(5760));
         let mut machine = live_machine(provider);
-        machine.handle_gemini_frame(&chunk_240);
+        machine.handle_gemini_frame(&chunk_240, Instant::now());
         assert_eq!(
             drain(&mut machine),
             (12, 0),
@@ -212,7 +215,7 @@ fn downlink(c: &mut Criterion) {
         group.throughput(Throughput::Elements(12));
         group.bench_function(format!("{}/240ms", provider.name()), |b| {
             b.iter(|| {
-                machine.handle_gemini_frame(black_box(&chunk_240));
+                machine.handle_gemini_frame(black_box(&chunk_240), Instant::now());
                 drain(&mut machine)
             });
         });

@@ -437,8 +437,8 @@ impl CallMachine {
         self.end(EndReason::GeminiClosed { code, reason });
     }
 
-    /// A frame (text or binary JSON) from Gemini.
-    pub fn handle_gemini_frame(&mut self, frame: &[u8]) {
+    /// A frame (text or binary JSON) from Gemini, received at `now`.
+    pub fn handle_gemini_frame(&mut self, frame: &[u8], now: Instant) {
         if self.phase != Phase::Live {
             return;
         }
@@ -488,7 +488,7 @@ impl CallMachine {
             );
             self.resume_wanted = true;
             let left = Duration::from_secs_f64(left.min(3_600.0));
-            self.resume_deadline = Some(Instant::now() + left.saturating_sub(GO_AWAY_MARGIN));
+            self.resume_deadline = Some(now + left.saturating_sub(GO_AWAY_MARGIN));
             if !self.agent_speaking {
                 self.resume_now();
             }
@@ -840,12 +840,13 @@ mod tests {
     fn model_audio_becomes_frames_and_a_mark_ends_the_turn() {
         let mut m = live();
         // 250 ms at 24 kHz: 12 whole frames and a partial one.
-        m.handle_gemini_frame(&model_audio(6_000));
+        m.handle_gemini_frame(&model_audio(6_000), Instant::now());
         let out = drain(&mut m);
         assert_eq!(kinds(&out), ["play"; 12]);
         assert!(m.agent_speaking());
         m.handle_gemini_frame(
             br#"{"serverContent":{"turnComplete":true},"usageMetadata":{"totalTokenCount":5}}"#,
+            Instant::now(),
         );
         let out = drain(&mut m);
         let k = kinds(&out);
@@ -860,16 +861,19 @@ mod tests {
     #[test]
     fn interruption_clears_and_drops_the_partial_frame() {
         let mut m = live();
-        m.handle_gemini_frame(&model_audio(6_000));
+        m.handle_gemini_frame(&model_audio(6_000), Instant::now());
         drain(&mut m);
-        m.handle_gemini_frame(br#"{"serverContent":{"interrupted":true}}"#);
+        m.handle_gemini_frame(br#"{"serverContent":{"interrupted":true}}"#, Instant::now());
         assert_eq!(kinds(&drain(&mut m)), ["clear"]);
-        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"turnComplete":true}}"#,
+            Instant::now(),
+        );
         assert!(
             drain(&mut m).is_empty(),
             "no stale audio and no mark after a barge-in"
         );
-        m.handle_gemini_frame(&model_audio(480));
+        m.handle_gemini_frame(&model_audio(480), Instant::now());
         assert_eq!(kinds(&drain(&mut m)), ["play"], "the next answer plays");
     }
 
@@ -880,7 +884,7 @@ mod tests {
         msg["serverContent"]["outputTranscription"] = json!({"text": "Hello!"});
         msg["serverContent"]["turnComplete"] = json!(true);
         msg["sessionResumptionUpdate"] = json!({"newHandle": "h9", "resumable": true});
-        m.handle_gemini_frame(msg.to_string().as_bytes());
+        m.handle_gemini_frame(msg.to_string().as_bytes(), Instant::now());
         let out = drain(&mut m);
         assert!(
             out.contains(&Output::Transcript(Speaker::Agent, "Hello!".into())),
@@ -902,18 +906,31 @@ mod tests {
         let mut m = live();
         m.handle_gemini_frame(
             br#"{"serverContent":{"inputTranscription":{"text":"what's the "}}}"#,
+            Instant::now(),
         );
-        m.handle_gemini_frame(br#"{"serverContent":{"inputTranscription":{"text":"weather"}}}"#);
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"inputTranscription":{"text":"weather"}}}"#,
+            Instant::now(),
+        );
         assert!(drain(&mut m).is_empty());
-        m.handle_gemini_frame(&model_audio(480));
+        m.handle_gemini_frame(&model_audio(480), Instant::now());
         let out = drain(&mut m);
         assert_eq!(
             out[0],
             Output::Transcript(Speaker::Caller, "what's the weather".into())
         );
-        m.handle_gemini_frame(br#"{"serverContent":{"outputTranscription":{"text":" Sunny"}}}"#);
-        m.handle_gemini_frame(br#"{"serverContent":{"outputTranscription":{"text":" today."}}}"#);
-        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"outputTranscription":{"text":" Sunny"}}}"#,
+            Instant::now(),
+        );
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"outputTranscription":{"text":" today."}}}"#,
+            Instant::now(),
+        );
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"turnComplete":true}}"#,
+            Instant::now(),
+        );
         let out = drain(&mut m);
         assert!(out.contains(&Output::Transcript(Speaker::Agent, "Sunny today.".into())));
     }
@@ -923,10 +940,11 @@ mod tests {
         let mut m = live();
         m.handle_gemini_frame(
             br#"{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}"#,
+            Instant::now(),
         );
-        m.handle_gemini_frame(&model_audio(4_800));
+        m.handle_gemini_frame(&model_audio(4_800), Instant::now());
         drain(&mut m);
-        m.handle_gemini_frame(br#"{"goAway":{"timeLeft":"50s"}}"#);
+        m.handle_gemini_frame(br#"{"goAway":{"timeLeft":"50s"}}"#, Instant::now());
         assert!(
             drain(&mut m).is_empty(),
             "must not cut the agent off mid-sentence"
@@ -935,7 +953,10 @@ mod tests {
             m.poll_timeout().is_some(),
             "a deadline guards against a turn that never ends"
         );
-        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"turnComplete":true}}"#,
+            Instant::now(),
+        );
         let out = drain(&mut m);
         let k = kinds(&out);
         assert_eq!(&k[k.len() - 2..], ["close-gemini", "connect"]);
@@ -949,8 +970,8 @@ mod tests {
     #[test]
     fn go_away_deadline_forces_the_resumption() {
         let mut m = live();
-        m.handle_gemini_frame(&model_audio(4_800));
-        m.handle_gemini_frame(br#"{"goAway":{"timeLeft":"6s"}}"#);
+        m.handle_gemini_frame(&model_audio(4_800), Instant::now());
+        m.handle_gemini_frame(br#"{"goAway":{"timeLeft":"6s"}}"#, Instant::now());
         drain(&mut m);
         let deadline = m.poll_timeout().expect("deadline");
         m.handle_timeout(deadline);
@@ -963,6 +984,7 @@ mod tests {
         let mut m = live();
         m.handle_gemini_frame(
             br#"{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}"#,
+            Instant::now(),
         );
         m.gemini_closed(
             1011,
@@ -990,6 +1012,7 @@ mod tests {
         let mut m = live();
         m.handle_gemini_frame(
             br#"{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}"#,
+            Instant::now(),
         );
         m.gemini_closed(
             1007,
@@ -1004,7 +1027,7 @@ mod tests {
             })]
         );
         m.handle_phone_text(&media(&[0; 160]));
-        m.handle_gemini_frame(&model_audio(480));
+        m.handle_gemini_frame(&model_audio(480), Instant::now());
         assert!(drain(&mut m).is_empty(), "nothing happens after the end");
     }
 
@@ -1040,12 +1063,15 @@ mod tests {
     fn a_hang_up_waits_for_the_goodbye_to_play() {
         let mut m = live();
         let now = Instant::now();
-        m.handle_gemini_frame(&model_audio(4_800));
+        m.handle_gemini_frame(&model_audio(4_800), Instant::now());
         drain(&mut m);
         m.after_playout(AfterPlayout::HangUp, now);
         assert!(drain(&mut m).is_empty(), "the goodbye is still being said");
-        m.handle_gemini_frame(&model_audio(2_400));
-        m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#);
+        m.handle_gemini_frame(&model_audio(2_400), Instant::now());
+        m.handle_gemini_frame(
+            br#"{"serverContent":{"turnComplete":true}}"#,
+            Instant::now(),
+        );
         let out = drain(&mut m);
         let Some(Output::Phone(last)) = out.last() else {
             panic!("{out:?}")
@@ -1114,6 +1140,7 @@ mod tests {
         drain(&mut m);
         m.handle_gemini_frame(
             br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f"},{"id":"b","name":"g"}]}}"#,
+            Instant::now(),
         );
         drain(&mut m);
         m.handle_phone_text(&media(&[0xFF; 160]));
@@ -1124,7 +1151,7 @@ mod tests {
         m.tool_answered("a");
         m.handle_phone_text(&media(&[0xFF; 160]));
         assert!(drain(&mut m).is_empty(), "one call is still pending");
-        m.handle_gemini_frame(br#"{"toolCallCancellation":{"ids":["b"]}}"#);
+        m.handle_gemini_frame(br#"{"toolCallCancellation":{"ids":["b"]}}"#, Instant::now());
         let out = drain(&mut m);
         assert_eq!(
             kinds(&out),
@@ -1138,7 +1165,10 @@ mod tests {
     #[test]
     fn audio_keeps_flowing_while_a_non_blocking_model_runs_tools() {
         let mut m = live();
-        m.handle_gemini_frame(br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f"}]}}"#);
+        m.handle_gemini_frame(
+            br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f"}]}}"#,
+            Instant::now(),
+        );
         drain(&mut m);
         m.handle_phone_text(&media(&[0xFF; 160]));
         assert_eq!(kinds(&drain(&mut m)), ["audio-up"]);
@@ -1166,14 +1196,14 @@ mod tests {
     #[test]
     fn tool_calls_and_cancellations_are_passed_on() {
         let mut m = live();
-        m.handle_gemini_frame(br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f","args":{"x":1}},{"id":"b","name":"g"}]}}"#);
+        m.handle_gemini_frame(br#"{"toolCall":{"functionCalls":[{"id":"a","name":"f","args":{"x":1}},{"id":"b","name":"g"}]}}"#, Instant::now());
         let out = drain(&mut m);
         let [Output::ToolCalls(calls)] = out.as_slice() else {
             panic!("{out:?}")
         };
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].args, json!({"x": 1}));
-        m.handle_gemini_frame(br#"{"toolCallCancellation":{"ids":["a"]}}"#);
+        m.handle_gemini_frame(br#"{"toolCallCancellation":{"ids":["a"]}}"#, Instant::now());
         assert_eq!(drain(&mut m), [Output::CancelToolCalls(vec!["a".into()])]);
     }
 
@@ -1197,7 +1227,7 @@ mod tests {
             b"{}",
             br#"{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"data":"@@"}}]}}}"#,
         ] {
-            m.handle_gemini_frame(junk);
+            m.handle_gemini_frame(junk, Instant::now());
         }
         assert!(drain(&mut m).is_empty());
         assert!(!m.is_ended());

@@ -125,8 +125,8 @@ impl CallTask {
                     }
                 },
                 frame = next_or_pending(&mut self.gemini_rx) => match frame {
-                    Some(Ok(GeminiMessage::Binary(bytes))) => self.machine.handle_gemini_frame(&bytes),
-                    Some(Ok(GeminiMessage::Text(text))) => self.machine.handle_gemini_frame(text.as_bytes()),
+                    Some(Ok(GeminiMessage::Binary(bytes))) => self.machine.handle_gemini_frame(&bytes, Instant::now().into_std()),
+                    Some(Ok(GeminiMessage::Text(text))) => self.machine.handle_gemini_frame(text.as_bytes(), Instant::now().into_std()),
                     Some(Ok(GeminiMessage::Close(close))) => {
                         let (code, reason) = close
                             .map(|c| (u16::from(c.code), c.reason.to_string()))
