@@ -124,21 +124,19 @@ impl App {
             None => uuid::Uuid::new_v4().as_bytes().to_vec(),
         };
         let stream_tokens = StreamTokens::new(&stream_secret);
-        for (name, configured) in [
+        let unverified: Vec<&str> = [
             ("twilio", config.twilio.is_some()),
             ("plivo", config.plivo.is_some()),
-        ] {
-            if !configured {
-                tracing::warn!(
-                    provider = name,
-                    "no auth token: this provider's webhooks cannot be verified; set its credentials before exposing the server"
-                );
-            } else if !config.verify_webhooks {
-                tracing::warn!(
-                    provider = name,
-                    "VERIFY_WEBHOOKS=false: webhook signatures are not checked"
-                );
-            }
+        ]
+        .into_iter()
+        .filter(|(_, configured)| !configured || !config.verify_webhooks)
+        .map(|(name, _)| name)
+        .collect();
+        if !unverified.is_empty() {
+            tracing::warn!(
+                providers = ?unverified,
+                "these providers' webhooks are not signature-checked (no auth token, or VERIFY_WEBHOOKS=false); streams are still bound to answer webhooks"
+            );
         }
         let mut controls: HashMap<&'static str, Arc<dyn CallControl>> = HashMap::new();
         if let Some(twilio) = &config.twilio {

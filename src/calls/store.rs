@@ -52,7 +52,7 @@ const KIND_TOOL: &str = "tool";
 pub enum StoreError {
     /// `DATABASE_URL` names no backend we support.
     #[error(
-        "DATABASE_URL {url} is not supported: use sqlite://path/to/file.db or postgres://user:password@host/database"
+        "`{url}` is not supported: use sqlite://path/to/file.db or postgres://user:password@host/database"
     )]
     UnsupportedUrl {
         /// The URL with any password removed.
