@@ -145,6 +145,8 @@ pub struct Config {
     pub tools: ToolsConfig,
     /// Refuse provider webhooks without a valid signature (when the provider's token is set).
     pub verify_webhooks: bool,
+    /// How long a provider REST request may take before it counts as failed.
+    pub provider_timeout: Duration,
 }
 
 /// The agent's tools: built-ins and the user's HTTP tools.
@@ -270,6 +272,17 @@ impl Config {
                 },
             ),
             tools,
+            provider_timeout: Duration::from_secs(
+                match parse_number("PROVIDER_TIMEOUT_SECS", get("PROVIDER_TIMEOUT_SECS"), 15u64)? {
+                    0 => {
+                        return Err(ConfigError::new(
+                            "PROVIDER_TIMEOUT_SECS",
+                            "must be at least 1",
+                        ));
+                    }
+                    n => n,
+                },
+            ),
             verify_webhooks: match get("VERIFY_WEBHOOKS").as_deref() {
                 None | Some("true") => true,
                 Some("false") => false,

@@ -116,7 +116,7 @@ impl App {
         let tools = ToolBox::load(&config.tools)?;
         // Designs the audio filters now rather than during the first call.
         let _ = (Uplink::new(), Downlink::new());
-        let http = http_client();
+        let http = http_client(config.provider_timeout);
         // Instances behind one load balancer share the Gemini key, so they accept each
         // other's streams; echo mode has no key and makes one up.
         let stream_secret = match &config.gemini {

@@ -551,6 +551,32 @@ async fn a_provider_error_is_a_502_with_its_message_and_a_failed_record() {
 }
 
 #[tokio::test]
+async fn a_provider_that_does_not_answer_in_time_is_a_502() {
+    let world = World::start(&[("PROVIDER_TIMEOUT_SECS", "1")]).await;
+    world.rest.delay_next(Duration::from_secs(3));
+    let started = tokio::time::Instant::now();
+    let (status, answer) = world
+        .post_calls(json!({"to": "+15551234567", "provider": "twilio", "vars": asha()}))
+        .await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "the time-out was not applied"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{answer}"
+    );
+    let id = answer["id"].as_str().expect("the attempt is recorded");
+    let (_, record) = world.get(&format!("/calls/{id}")).await;
+    assert_eq!(record["status"], "failed");
+    world.server.stop().await;
+}
+
+#[tokio::test]
 async fn calls_are_listed_by_campaign_and_status_and_hung_up_through_the_api() {
     let world = World::start(&[]).await;
     let mut ids = Vec::new();

@@ -7,9 +7,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-/// How long one provider REST request may take.
-pub const REST_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// What we ask a provider to dial.
 #[derive(Debug, Clone)]
 pub struct DialRequest {
@@ -121,11 +118,11 @@ pub(crate) async fn read_response(
     })
 }
 
-/// A client with the REST timeout, shared by the providers.
-pub fn http_client() -> reqwest::Client {
+/// A client whose requests give up after `timeout`, shared by the providers.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
     install_crypto_provider();
     reqwest::Client::builder()
-        .timeout(REST_TIMEOUT)
+        .timeout(timeout)
         .user_agent(concat!("gemini-phone/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())

@@ -65,6 +65,7 @@ impl Recorded {
 struct Shared {
     requests: Vec<Recorded>,
     scripted: VecDeque<(u16, Value)>,
+    delay_next: Option<Duration>,
     next_id: u32,
 }
 
@@ -104,6 +105,11 @@ impl FakeRest {
             .unwrap()
             .scripted
             .push_back((status, body));
+    }
+
+    /// Makes the next request answer only after `delay` (to test time-outs).
+    pub fn delay_next(&self, delay: Duration) {
+        self.shared.lock().unwrap().delay_next = Some(delay);
     }
 
     /// Every request so far.
@@ -165,12 +171,19 @@ async fn handle(
     };
     let path = recorded.path.clone();
     let auth = recorded.basic_auth.clone();
-    let (scripted, id) = {
+    let (scripted, id, delay) = {
         let mut shared = shared.lock().unwrap();
         shared.requests.push(recorded);
         shared.next_id += 1;
-        (shared.scripted.pop_front(), shared.next_id)
+        (
+            shared.scripted.pop_front(),
+            shared.next_id,
+            shared.delay_next.take(),
+        )
     };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
 
     let twilio = path.starts_with("/2010-04-01/");
     let expected = if twilio {
