@@ -23,6 +23,9 @@
 //! Calls ramp up at `--ramp` per second; all N calls then run together for `--seconds`, the
 //! measurement window, over which latency, CPU and memory are reported.
 
+#[path = "../tests/support/answer_xml.rs"]
+mod answer_xml;
+
 use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -661,26 +664,7 @@ async fn answer_call(
         return Err(format!("HTTP {}", response.status()));
     }
     let xml = response.text().await.map_err(|e| e.to_string())?;
-    Ok(stream_params(&xml))
-}
-
-/// The stream parameters in answer XML: Twilio `<Parameter>`s or Plivo `extraHeaders`.
-fn stream_params(xml: &str) -> Vec<(String, String)> {
-    let attr = |text: &str, name: &str| -> Option<String> {
-        let start = text.find(&format!("{name}=\""))? + name.len() + 2;
-        Some(text[start..].split('"').next()?.to_owned())
-    };
-    if let Some(extra) = attr(xml, "extraHeaders") {
-        return extra
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-    }
-    xml.split("<Parameter ")
-        .skip(1)
-        .filter_map(|p| Some((attr(p, "name")?, attr(p, "value")?)))
-        .collect()
+    Ok(answer_xml::stream_params(&xml))
 }
 
 fn twilio_start(id: usize, params: &[(String, String)]) -> String {

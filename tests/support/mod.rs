@@ -3,6 +3,7 @@
 //! protocols.
 #![allow(dead_code)]
 
+pub mod answer_xml;
 pub mod gemini;
 pub mod phone;
 pub mod rest;
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use answer_xml::stream_params;
 use gemini_phone::config::Config;
 use gemini_phone::server::{self, App};
 use gemini_phone::signature;
@@ -196,25 +198,6 @@ impl TestServer {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
     }
-}
-
-/// The stream parameters in answer XML: Twilio `<Parameter>`s or Plivo `extraHeaders`.
-pub fn stream_params(xml: &str) -> Vec<(String, String)> {
-    let attr = |text: &str, name: &str| -> Option<String> {
-        let start = text.find(&format!("{name}=\""))? + name.len() + 2;
-        Some(text[start..].split('"').next()?.to_owned())
-    };
-    if let Some(extra) = attr(xml, "extraHeaders") {
-        return extra
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-    }
-    xml.split("<Parameter ")
-        .skip(1)
-        .filter_map(|p| Some((attr(p, "name")?, attr(p, "value")?)))
-        .collect()
 }
 
 /// A scripted caller of either provider, so each whole-call test runs for both.
