@@ -3,6 +3,8 @@
 //! A provider's answer webhook is answered with XML that opens a bidirectional μ-law media
 //! stream; each stream runs one task that bridges it to a Gemini Live session.
 
+#![warn(missing_docs)]
+
 pub mod audio;
 pub mod bridge;
 pub mod calls;
