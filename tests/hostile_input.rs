@@ -93,43 +93,46 @@ fn gemini_message() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Plays `events` (from the phone when the flag is set, else from Gemini) into a live call.
+fn play(
+    provider: &dyn Provider,
+    start: &str,
+    events: Vec<(bool, Vec<u8>)>,
+) -> Result<(), TestCaseError> {
+    let mut machine = live_machine(provider, start);
+    for (from_phone, bytes) in events {
+        if from_phone {
+            machine.handle_phone_text(&String::from_utf8_lossy(&bytes));
+        } else {
+            machine.handle_gemini_frame(&bytes, Instant::now());
+        }
+        check_outputs(&mut machine)?;
+    }
+    Ok(())
+}
+
+/// Up to 40 events, each from either side.
+fn event_sequence() -> impl Strategy<Value = Vec<(bool, Vec<u8>)>> {
+    proptest::collection::vec(
+        prop_oneof![
+            phone_message().prop_map(|m| (true, m.into_bytes())),
+            gemini_message().prop_map(|m| (false, m)),
+        ],
+        1..40,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn twilio_calls_survive_any_sequence(
-        events in proptest::collection::vec(prop_oneof![
-            phone_message().prop_map(|m| (true, m.into_bytes())),
-            gemini_message().prop_map(|m| (false, m)),
-        ], 1..40)
-    ) {
-        let mut machine = live_machine(&Twilio, TWILIO_START);
-        for (from_phone, bytes) in events {
-            if from_phone {
-                machine.handle_phone_text(&String::from_utf8_lossy(&bytes));
-            } else {
-                machine.handle_gemini_frame(&bytes, Instant::now());
-            }
-            check_outputs(&mut machine)?;
-        }
+    fn twilio_calls_survive_any_sequence(events in event_sequence()) {
+        play(&Twilio, TWILIO_START, events)?;
     }
 
     #[test]
-    fn plivo_calls_survive_any_sequence(
-        events in proptest::collection::vec(prop_oneof![
-            phone_message().prop_map(|m| (true, m.into_bytes())),
-            gemini_message().prop_map(|m| (false, m)),
-        ], 1..40)
-    ) {
-        let mut machine = live_machine(&Plivo, PLIVO_START);
-        for (from_phone, bytes) in events {
-            if from_phone {
-                machine.handle_phone_text(&String::from_utf8_lossy(&bytes));
-            } else {
-                machine.handle_gemini_frame(&bytes, Instant::now());
-            }
-            check_outputs(&mut machine)?;
-        }
+    fn plivo_calls_survive_any_sequence(events in event_sequence()) {
+        play(&Plivo, PLIVO_START, events)?;
     }
 
     #[test]
