@@ -110,6 +110,13 @@ async fn drain_calls(app: &App) {
             "shutting down with calls still in progress"
         );
     }
+    // What the calls wrote last (transcripts, end reasons) must reach the database.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), app.recorder.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("call records still unwritten at exit");
+    }
 }
 
 async fn shutdown_signal() {

@@ -11,6 +11,8 @@ use super::store::{CallStatus, CallStore};
 const QUEUE: usize = 8_192;
 
 enum Update {
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
     Transcript {
         id: String,
         who: &'static str,
@@ -51,6 +53,7 @@ impl Recorder {
         let task = tokio::spawn(async move {
             while let Some(update) = rx.recv().await {
                 let result = match &update {
+                    Update::Flush(_) => Ok(()),
                     Update::Transcript { id, who, text } => {
                         store.append_transcript(id, who, text).await
                     }
@@ -73,6 +76,9 @@ impl Recorder {
                 if let Err(error) = result {
                     tracing::error!(%error, "could not write a call record update");
                 }
+                if let Update::Flush(done) = update {
+                    let _ = done.send(());
+                }
             }
         });
         (Recorder { tx }, task)
@@ -81,6 +87,14 @@ impl Recorder {
     fn send(&self, update: Update) {
         if let Err(e) = self.tx.try_send(update) {
             tracing::warn!(error = %e, "call record update dropped: the database is not keeping up");
+        }
+    }
+
+    /// Waits until every update queued so far is written (before the process exits).
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send(Update::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 
@@ -117,5 +131,42 @@ impl Recorder {
             duration_seconds,
             end_reason,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::store::NewCall;
+    use crate::telephony::Direction;
+
+    #[tokio::test]
+    async fn flush_waits_for_everything_queued_before_it() {
+        let store = CallStore::connect("sqlite::memory:").await.expect("store");
+        let record = store
+            .create(NewCall {
+                provider: "twilio".into(),
+                provider_call_id: Some("CA1".into()),
+                direction: Direction::Inbound,
+                from: "+15550001111".into(),
+                to: "+15550002222".into(),
+                campaign: None,
+                prompt: None,
+                vars: serde_json::Map::new(),
+                status: CallStatus::InProgress,
+            })
+            .await
+            .expect("create");
+        let (recorder, _writer) = Recorder::spawn(store.clone());
+        for i in 0..50 {
+            recorder.transcript(&record.id, "caller", &format!("line {i}"));
+        }
+        recorder.finish(&record.id, Some(7), "caller hung up".into());
+        recorder.flush().await;
+        let stored = store.get(&record.id).await.expect("get").expect("record");
+        assert_eq!(stored.transcript.len(), 50);
+        assert_eq!(stored.transcript[49].text, "line 49");
+        assert_eq!(stored.end_reason.as_deref(), Some("caller hung up"));
+        assert_eq!(stored.duration_seconds, Some(7));
     }
 }
