@@ -25,11 +25,7 @@ impl World {
     async fn start(extra: &[(&str, &str)]) -> World {
         let rest = FakeRest::start().await;
         let gemini = FakeGemini::start(Behaviour::Normal).await;
-        let mut vars: Vec<(&str, String)> = provider_vars(&rest.url());
-        vars.push(("GEMINI_LIVE_URL", gemini.url()));
-        vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let server = TestServer::start(&vars).await;
+        let server = TestServer::with_providers(&rest.url(), &gemini.url(), extra).await;
         World {
             rest,
             gemini,

@@ -8,17 +8,13 @@ use std::time::Duration;
 use support::gemini::{Behaviour, FakeGemini};
 use support::phone::Provider;
 use support::rest::FakeRest;
-use support::{Caller, TestServer, provider_vars};
+use support::{Caller, TestServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn server_with_providers(extra: &[(&str, &str)], gemini_url: &str) -> TestServer {
     let rest = FakeRest::start().await;
-    let mut vars = provider_vars(&rest.url());
-    vars.push(("GEMINI_LIVE_URL", gemini_url.to_owned()));
-    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    TestServer::start(&vars).await
+    TestServer::with_providers(&rest.url(), gemini_url, extra).await
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use support::gemini::{Behaviour, FakeGemini, GeminiSession};
 use support::phone::{PlivoCaller, Provider, TwilioCaller, pcm_tone_24k};
 use support::rest::{FakeRest, PLIVO_ID, TWILIO_SID};
-use support::{API_TOKEN, TestServer, provider_vars};
+use support::{API_TOKEN, TestServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -98,20 +98,14 @@ impl World {
         let rest = FakeRest::start().await;
         let gemini = FakeGemini::start(Behaviour::Normal).await;
         let file = file.display().to_string();
-        let mut vars: Vec<(&str, String)> = provider_vars(&rest.url());
-        vars.extend([
-            ("GEMINI_LIVE_URL", gemini.url()),
-            (
-                "BUILTIN_TOOLS",
-                "end_call,transfer_call,send_sms".to_owned(),
-            ),
-            ("TRANSFER_NUMBER", "+15550100000".to_owned()),
-            ("TOOL_ALLOWED_NUMBERS", "+15550100001".to_owned()),
-            ("TOOLS_FILE", file),
-        ]);
-        vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let server = TestServer::start(&vars).await;
+        let mut vars = vec![
+            ("BUILTIN_TOOLS", "end_call,transfer_call,send_sms"),
+            ("TRANSFER_NUMBER", "+15550100000"),
+            ("TOOL_ALLOWED_NUMBERS", "+15550100001"),
+            ("TOOLS_FILE", file.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        let server = TestServer::with_providers(&rest.url(), &gemini.url(), &vars).await;
         World {
             rest,
             gemini,

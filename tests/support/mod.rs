@@ -98,6 +98,20 @@ impl TestServer {
         }
     }
 
+    /// Starts a server with both providers' accounts on the fake REST API at `rest_url`,
+    /// Gemini at `gemini_url`, plus `extra` variables.
+    pub async fn with_providers(
+        rest_url: &str,
+        gemini_url: &str,
+        extra: &[(&str, &str)],
+    ) -> TestServer {
+        let mut vars = provider_vars(rest_url);
+        vars.push(("GEMINI_LIVE_URL", gemini_url.to_owned()));
+        vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self::start(&vars).await
+    }
+
     /// Starts a Gemini-mode server talking to `gemini_url`.
     pub async fn with_gemini(gemini_url: &str) -> TestServer {
         Self::start(&[("GEMINI_LIVE_URL", gemini_url)]).await
