@@ -9,6 +9,7 @@ pub mod audio;
 pub mod bridge;
 pub mod calls;
 pub mod config;
+pub mod e164;
 pub mod gemini;
 pub mod prompts;
 pub mod server;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
 use super::store::{CallFilter, CallStatus, NewCall};
+use crate::e164::is_e164;
 use crate::prompts::PromptError;
 use crate::server::App;
 use crate::telephony::Direction;
@@ -112,13 +113,6 @@ struct CreateCall {
     vars: Map<String, Value>,
     #[serde(default)]
     campaign: Option<String>,
-}
-
-/// True for `+` then 7 to 15 digits, the first not 0.
-pub fn is_e164(number: &str) -> bool {
-    number.strip_prefix('+').is_some_and(|d| {
-        (7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
-    })
 }
 
 /// `POST /calls`: validate, record, dial.
@@ -314,27 +308,4 @@ pub async fn hang_up(
     }
     let record = app.store.get(&id).await?.ok_or(ApiError::NotFound(id))?;
     Ok(Json(record).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn e164_numbers() {
-        for good in ["+15551234567", "+442071838750", "+1234567"] {
-            assert!(is_e164(good), "{good}");
-        }
-        for bad in [
-            "15551234567",
-            "+1555-123",
-            "+0123456789",
-            "+1",
-            "+1234567890123456",
-            "",
-            "+",
-        ] {
-            assert!(!is_e164(bad), "{bad}");
-        }
-    }
 }

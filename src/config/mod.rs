@@ -8,6 +8,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod read;
+mod vars;
+
+use vars::Vars;
+
 /// The default Live model (GA native-audio model, September 2026).
 pub const DEFAULT_GEMINI_MODEL: &str = "gemini-3.8-live";
 /// The AI Studio v1beta BidiGenerateContent endpoint.
@@ -24,7 +29,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(var: &'static str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(var: &'static str, problem: impl Into<String>) -> Self {
         Self {
             var,
             problem: problem.into(),
@@ -147,6 +152,31 @@ pub struct Config {
     pub verify_webhooks: bool,
     /// How long a provider REST request may take before it counts as failed.
     pub provider_timeout: Duration,
+    /// Admission, time-outs and rate limits that protect the server.
+    pub limits: Limits,
+}
+
+/// What protects the server from overload, slow peers and abuse.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Calls admitted at once (`MAX_CONCURRENT_CALLS`); more are politely refused.
+    pub max_concurrent_calls: usize,
+    /// What a caller refused for lack of capacity hears (`BUSY_MESSAGE`).
+    pub busy_message: String,
+    /// No model output this long after the caller's turn → resume, then end (`GEMINI_STALL_SECS`).
+    pub gemini_stall: Duration,
+    /// How long calls may take to end after a shutdown signal (`SHUTDOWN_DRAIN_SECS`).
+    pub drain_timeout: Duration,
+    /// A request's headers must arrive within this (`HTTP_HEADER_TIMEOUT_SECS`).
+    pub http_header_timeout: Duration,
+    /// A request's body must arrive within this (`HTTP_BODY_TIMEOUT_SECS`).
+    pub http_body_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed (`HTTP_IDLE_TIMEOUT_SECS`).
+    pub http_idle_timeout: Duration,
+    /// `/calls` requests per bearer token per minute (`API_RATE_LIMIT`).
+    pub api_rate_per_minute: u32,
+    /// A socket write in a call that takes longer ends the call (`STREAM_WRITE_TIMEOUT_MS`).
+    pub stream_write_timeout: Duration,
 }
 
 /// The agent's tools: built-ins and the user's HTTP tools.
@@ -173,126 +203,31 @@ impl Config {
     }
 
     /// Reads configuration through `lookup`, so tests need not touch the process environment.
+    /// Each section has its own reader in [`read`].
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-
-        let agent = match get("AGENT").as_deref() {
-            None | Some("gemini") => AgentKind::Gemini,
-            Some("echo") => AgentKind::Echo,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "AGENT",
-                    format!("`{other}` is not an agent; use `gemini` or `echo`"),
-                ));
-            }
-        };
-
-        let gemini = match get("GEMINI_API_KEY") {
-            Some(key) => Some(GeminiConfig {
-                api_key: Secret::new(key),
-                model: get("GEMINI_MODEL").unwrap_or_else(|| DEFAULT_GEMINI_MODEL.to_owned()),
-                voice: get("GEMINI_VOICE").unwrap_or_else(|| "Kore".to_owned()),
-                language: get("GEMINI_LANGUAGE"),
-                live_url: parse_ws_url(
-                    "GEMINI_LIVE_URL",
-                    get("GEMINI_LIVE_URL").unwrap_or_else(|| DEFAULT_GEMINI_LIVE_URL.to_owned()),
-                )?,
-                setup_timeout: Duration::from_secs(parse_number(
-                    "GEMINI_SETUP_TIMEOUT_SECS",
-                    get("GEMINI_SETUP_TIMEOUT_SECS"),
-                    15,
-                )?),
-            }),
-            None if agent == AgentKind::Gemini => {
-                return Err(ConfigError::new(
-                    "GEMINI_API_KEY",
-                    "missing; put your Google AI Studio API key here (or set AGENT=echo to test a phone setup without one)",
-                ));
-            }
-            None => None,
-        };
-
-        let public_url = parse_public_url(get("PUBLIC_URL"))?;
-
-        let host = match get("HOST") {
-            None => IpAddr::from([0, 0, 0, 0]),
-            Some(h) => h.parse().map_err(|_| {
-                ConfigError::new(
-                    "HOST",
-                    format!("`{h}` is not an IP address; use e.g. 0.0.0.0"),
-                )
-            })?,
-        };
-        let port = parse_number("PORT", get("PORT"), 8000)?;
-
-        let twilio = account(&get, "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")?.map(
-            |(account_sid, auth_token)| TwilioConfig {
-                account_sid,
-                auth_token,
-                phone_number: get("TWILIO_PHONE_NUMBER"),
-                api_url: trim_slash(
-                    get("TWILIO_API_URL").unwrap_or_else(|| "https://api.twilio.com".into()),
-                ),
-            },
-        );
-        let plivo =
-            account(&get, "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")?.map(|(auth_id, auth_token)| {
-                PlivoConfig {
-                    auth_id,
-                    auth_token,
-                    phone_number: get("PLIVO_PHONE_NUMBER"),
-                    api_url: trim_slash(
-                        get("PLIVO_API_URL").unwrap_or_else(|| "https://api.plivo.com".into()),
-                    ),
-                }
-            });
-
-        let tools = parse_tools(&get)?;
-
+        let vars = Vars::new(lookup);
+        let agent = read::agent(&vars)?;
         Ok(Config {
             agent,
-            gemini,
-            public_url,
-            host,
-            port,
-            twilio,
-            plivo,
-            api_token: get("API_TOKEN").map(Secret::new),
-            database_url: get("DATABASE_URL")
+            gemini: read::gemini(&vars, agent)?,
+            public_url: read::public_url(&vars)?,
+            host: read::host(&vars)?,
+            port: vars.number("PORT", 8000)?,
+            twilio: read::twilio(&vars)?,
+            plivo: read::plivo(&vars)?,
+            api_token: vars.get("API_TOKEN").map(Secret::new),
+            database_url: vars
+                .get("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite://data/gemini-phone.db".to_owned()),
-            prompts_dir: PathBuf::from(get("PROMPTS_DIR").unwrap_or_else(|| "prompts".to_owned())),
-            max_call_duration: Duration::from_secs(
-                match parse_number("MAX_CALL_SECONDS", get("MAX_CALL_SECONDS"), 1800u64)? {
-                    0 => return Err(ConfigError::new("MAX_CALL_SECONDS", "must be at least 1")),
-                    n => n,
-                },
+            prompts_dir: PathBuf::from(
+                vars.get("PROMPTS_DIR")
+                    .unwrap_or_else(|| "prompts".to_owned()),
             ),
-            tools,
-            provider_timeout: Duration::from_secs(
-                match parse_number("PROVIDER_TIMEOUT_SECS", get("PROVIDER_TIMEOUT_SECS"), 15u64)? {
-                    0 => {
-                        return Err(ConfigError::new(
-                            "PROVIDER_TIMEOUT_SECS",
-                            "must be at least 1",
-                        ));
-                    }
-                    n => n,
-                },
-            ),
-            verify_webhooks: match get("VERIFY_WEBHOOKS").as_deref() {
-                None | Some("true") => true,
-                Some("false") => false,
-                Some(other) => {
-                    return Err(ConfigError::new(
-                        "VERIFY_WEBHOOKS",
-                        format!("`{other}` is not true or false"),
-                    ));
-                }
-            },
+            max_call_duration: vars.seconds("MAX_CALL_SECONDS", 1800)?,
+            tools: read::tools(&vars)?,
+            provider_timeout: vars.seconds("PROVIDER_TIMEOUT_SECS", 15)?,
+            verify_webhooks: vars.flag("VERIFY_WEBHOOKS", true)?,
+            limits: read::limits(&vars)?,
         })
     }
 
@@ -306,135 +241,6 @@ impl Config {
             self.public_url.clone()
         }
     }
-}
-
-fn parse_tools(get: &impl Fn(&str) -> Option<String>) -> Result<ToolsConfig, ConfigError> {
-    let mut tools = ToolsConfig {
-        end_call: true,
-        ..ToolsConfig::default()
-    };
-    if let Some(list) = get("BUILTIN_TOOLS") {
-        tools.end_call = false;
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match name {
-                "end_call" => tools.end_call = true,
-                "transfer_call" => tools.transfer_call = true,
-                "send_sms" => tools.send_sms = true,
-                "none" => {}
-                other => {
-                    return Err(ConfigError::new(
-                        "BUILTIN_TOOLS",
-                        format!(
-                            "`{other}` is not a built-in tool; use end_call, transfer_call, send_sms or none"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    let e164 = |var: &'static str, number: &str| {
-        let digits = number.strip_prefix('+').unwrap_or("");
-        if (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(number.to_owned())
-        } else {
-            Err(ConfigError::new(
-                var,
-                format!("`{number}` is not an E.164 number like +15551234567"),
-            ))
-        }
-    };
-    tools.transfer_number = get("TRANSFER_NUMBER")
-        .map(|n| e164("TRANSFER_NUMBER", &n))
-        .transpose()?;
-    if let Some(list) = get("TOOL_ALLOWED_NUMBERS") {
-        tools.allowed_numbers = list
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(|n| e164("TOOL_ALLOWED_NUMBERS", n))
-            .collect::<Result<_, _>>()?;
-    }
-    if tools.transfer_call && tools.transfer_number.is_none() && tools.allowed_numbers.is_empty() {
-        return Err(ConfigError::new(
-            "TRANSFER_NUMBER",
-            "missing while BUILTIN_TOOLS offers transfer_call; put the number to transfer callers to",
-        ));
-    }
-    tools.tools_file = get("TOOLS_FILE").map(PathBuf::from);
-    Ok(tools)
-}
-
-fn account(
-    get: &impl Fn(&str) -> Option<String>,
-    id_var: &'static str,
-    token_var: &'static str,
-) -> Result<Option<(String, Secret)>, ConfigError> {
-    match (get(id_var), get(token_var)) {
-        (Some(id), Some(token)) => Ok(Some((id, Secret::new(token)))),
-        (None, None) => Ok(None),
-        (Some(_), None) => Err(ConfigError::new(
-            token_var,
-            format!("missing while {id_var} is set; put the account's auth token here"),
-        )),
-        (None, Some(_)) => Err(ConfigError::new(
-            id_var,
-            format!("missing while {token_var} is set; put the account id here"),
-        )),
-    }
-}
-
-fn parse_public_url(value: Option<String>) -> Result<String, ConfigError> {
-    let Some(url) = value else {
-        return Err(ConfigError::new(
-            "PUBLIC_URL",
-            "missing; put the https URL Twilio/Plivo reach this server at, e.g. https://abc123.ngrok.app",
-        ));
-    };
-    let host_part = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match host_part {
-        Some(rest)
-            if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' ']) =>
-        {
-            Ok(trim_slash(url))
-        }
-        _ => Err(ConfigError::new(
-            "PUBLIC_URL",
-            format!("`{url}` is not an http(s) base URL; use e.g. https://abc123.ngrok.app"),
-        )),
-    }
-}
-
-fn parse_ws_url(var: &'static str, url: String) -> Result<String, ConfigError> {
-    if (url.starts_with("wss://") || url.starts_with("ws://")) && !url.contains(' ') {
-        Ok(url)
-    } else {
-        Err(ConfigError::new(
-            var,
-            format!("`{url}` is not a ws:// or wss:// URL"),
-        ))
-    }
-}
-
-fn parse_number<T: std::str::FromStr>(
-    var: &'static str,
-    value: Option<String>,
-    default: T,
-) -> Result<T, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| ConfigError::new(var, format!("`{v}` is not a valid number"))),
-    }
-}
-
-fn trim_slash(mut url: String) -> String {
-    while url.ends_with('/') {
-        url.pop();
-    }
-    url
 }
 
 #[cfg(test)]

@@ -1,0 +1,253 @@
+//! One reader per configuration section.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::vars::Vars;
+use super::{
+    AgentKind, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL, GeminiConfig, Limits,
+    PlivoConfig, Secret, ToolsConfig, TwilioConfig,
+};
+use crate::e164;
+
+/// Calls admitted per CPU core when `MAX_CONCURRENT_CALLS` is unset. Measured: 300 calls on
+/// 2 cores cost 1.9 ms CPU per call-second (BENCHMARKS.md), about 30 % of the machine, with
+/// call set-up still fast; at 1000 calls set-up p99 reached 24 s. 150 a core keeps headroom
+/// for set-up bursts, tools and the database.
+const CALLS_PER_CORE: usize = 150;
+
+/// What a caller refused for lack of capacity hears.
+const DEFAULT_BUSY_MESSAGE: &str =
+    "Sorry, all of our lines are busy right now. Please call again in a few minutes. Goodbye.";
+
+pub(super) fn agent<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<AgentKind, ConfigError> {
+    match vars.get("AGENT").as_deref() {
+        None | Some("gemini") => Ok(AgentKind::Gemini),
+        Some("echo") => Ok(AgentKind::Echo),
+        Some(other) => Err(ConfigError::new(
+            "AGENT",
+            format!("`{other}` is not an agent; use `gemini` or `echo`"),
+        )),
+    }
+}
+
+pub(super) fn gemini<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+    agent: AgentKind,
+) -> Result<Option<GeminiConfig>, ConfigError> {
+    let Some(key) = vars.get("GEMINI_API_KEY") else {
+        return match agent {
+            AgentKind::Gemini => Err(ConfigError::new(
+                "GEMINI_API_KEY",
+                "missing; put your Google AI Studio API key here (or set AGENT=echo to test a phone setup without one)",
+            )),
+            AgentKind::Echo => Ok(None),
+        };
+    };
+    Ok(Some(GeminiConfig {
+        api_key: Secret::new(key),
+        model: vars
+            .get("GEMINI_MODEL")
+            .unwrap_or_else(|| DEFAULT_GEMINI_MODEL.to_owned()),
+        voice: vars
+            .get("GEMINI_VOICE")
+            .unwrap_or_else(|| "Kore".to_owned()),
+        language: vars.get("GEMINI_LANGUAGE"),
+        live_url: ws_url(
+            "GEMINI_LIVE_URL",
+            vars.get("GEMINI_LIVE_URL")
+                .unwrap_or_else(|| DEFAULT_GEMINI_LIVE_URL.to_owned()),
+        )?,
+        setup_timeout: Duration::from_secs(vars.number("GEMINI_SETUP_TIMEOUT_SECS", 15)?),
+    }))
+}
+
+pub(super) fn public_url<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<String, ConfigError> {
+    let Some(url) = vars.get("PUBLIC_URL") else {
+        return Err(ConfigError::new(
+            "PUBLIC_URL",
+            "missing; put the https URL Twilio/Plivo reach this server at, e.g. https://abc123.ngrok.app",
+        ));
+    };
+    let host_part = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match host_part {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' ']) =>
+        {
+            Ok(trim_slash(url))
+        }
+        _ => Err(ConfigError::new(
+            "PUBLIC_URL",
+            format!("`{url}` is not an http(s) base URL; use e.g. https://abc123.ngrok.app"),
+        )),
+    }
+}
+
+pub(super) fn host<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<IpAddr, ConfigError> {
+    match vars.get("HOST") {
+        None => Ok(IpAddr::from([0, 0, 0, 0])),
+        Some(h) => h.parse().map_err(|_| {
+            ConfigError::new(
+                "HOST",
+                format!("`{h}` is not an IP address; use e.g. 0.0.0.0"),
+            )
+        }),
+    }
+}
+
+pub(super) fn twilio<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<TwilioConfig>, ConfigError> {
+    Ok(
+        account(vars, "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")?.map(
+            |(account_sid, auth_token)| TwilioConfig {
+                account_sid,
+                auth_token,
+                phone_number: vars.get("TWILIO_PHONE_NUMBER"),
+                api_url: trim_slash(
+                    vars.get("TWILIO_API_URL")
+                        .unwrap_or_else(|| "https://api.twilio.com".into()),
+                ),
+            },
+        ),
+    )
+}
+
+pub(super) fn plivo<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<PlivoConfig>, ConfigError> {
+    Ok(
+        account(vars, "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")?.map(|(auth_id, auth_token)| {
+            PlivoConfig {
+                auth_id,
+                auth_token,
+                phone_number: vars.get("PLIVO_PHONE_NUMBER"),
+                api_url: trim_slash(
+                    vars.get("PLIVO_API_URL")
+                        .unwrap_or_else(|| "https://api.plivo.com".into()),
+                ),
+            }
+        }),
+    )
+}
+
+pub(super) fn tools<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<ToolsConfig, ConfigError> {
+    let mut tools = ToolsConfig {
+        end_call: true,
+        ..ToolsConfig::default()
+    };
+    if let Some(list) = vars.get("BUILTIN_TOOLS") {
+        tools.end_call = false;
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "end_call" => tools.end_call = true,
+                "transfer_call" => tools.transfer_call = true,
+                "send_sms" => tools.send_sms = true,
+                "none" => {}
+                other => {
+                    return Err(ConfigError::new(
+                        "BUILTIN_TOOLS",
+                        format!(
+                            "`{other}` is not a built-in tool; use end_call, transfer_call, send_sms or none"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let number = |var: &'static str, number: &str| {
+        if e164::is_e164(number) {
+            Ok(number.to_owned())
+        } else {
+            Err(ConfigError::new(
+                var,
+                format!("`{number}` is not an E.164 number like +15551234567"),
+            ))
+        }
+    };
+    tools.transfer_number = vars
+        .get("TRANSFER_NUMBER")
+        .map(|n| number("TRANSFER_NUMBER", &n))
+        .transpose()?;
+    if let Some(list) = vars.get("TOOL_ALLOWED_NUMBERS") {
+        tools.allowed_numbers = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| number("TOOL_ALLOWED_NUMBERS", n))
+            .collect::<Result<_, _>>()?;
+    }
+    if tools.transfer_call && tools.transfer_number.is_none() && tools.allowed_numbers.is_empty() {
+        return Err(ConfigError::new(
+            "TRANSFER_NUMBER",
+            "missing while BUILTIN_TOOLS offers transfer_call; put the number to transfer callers to",
+        ));
+    }
+    tools.tools_file = vars.get("TOOLS_FILE").map(PathBuf::from);
+    Ok(tools)
+}
+
+pub(super) fn limits<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Limits, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    Ok(Limits {
+        max_concurrent_calls: vars
+            .at_least_one("MAX_CONCURRENT_CALLS", (CALLS_PER_CORE * cores) as u64)?
+            as usize,
+        busy_message: vars
+            .get("BUSY_MESSAGE")
+            .unwrap_or_else(|| DEFAULT_BUSY_MESSAGE.to_owned()),
+        gemini_stall: vars.seconds("GEMINI_STALL_SECS", 8)?,
+        drain_timeout: vars.seconds("SHUTDOWN_DRAIN_SECS", 30)?,
+        http_header_timeout: vars.seconds("HTTP_HEADER_TIMEOUT_SECS", 10)?,
+        http_body_timeout: vars.seconds("HTTP_BODY_TIMEOUT_SECS", 10)?,
+        http_idle_timeout: vars.seconds("HTTP_IDLE_TIMEOUT_SECS", 60)?,
+        api_rate_per_minute: vars.at_least_one("API_RATE_LIMIT", 60)? as u32,
+        stream_write_timeout: vars.millis("STREAM_WRITE_TIMEOUT_MS", 2_000)?,
+    })
+}
+
+fn account<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+    id_var: &'static str,
+    token_var: &'static str,
+) -> Result<Option<(String, Secret)>, ConfigError> {
+    match (vars.get(id_var), vars.get(token_var)) {
+        (Some(id), Some(token)) => Ok(Some((id, Secret::new(token)))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            token_var,
+            format!("missing while {id_var} is set; put the account's auth token here"),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            id_var,
+            format!("missing while {token_var} is set; put the account id here"),
+        )),
+    }
+}
+
+fn ws_url(var: &'static str, url: String) -> Result<String, ConfigError> {
+    if (url.starts_with("wss://") || url.starts_with("ws://")) && !url.contains(' ') {
+        Ok(url)
+    } else {
+        Err(ConfigError::new(
+            var,
+            format!("`{url}` is not a ws:// or wss:// URL"),
+        ))
+    }
+}
+
+fn trim_slash(mut url: String) -> String {
+    while url.ends_with('/') {
+        url.pop();
+    }
+    url
+}
