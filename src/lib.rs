@@ -5,6 +5,8 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
+pub mod app;
 pub mod audio;
 pub mod bridge;
 pub mod calls;
@@ -13,6 +15,7 @@ pub mod e164;
 pub mod gemini;
 pub mod prompts;
 pub mod server;
+pub mod shutdown;
 pub mod signature;
 pub mod telephony;
 pub mod tools;

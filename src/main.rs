@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use gemini_phone::app::App;
+use gemini_phone::calls::CallStatus;
 use gemini_phone::config::Config;
-use gemini_phone::server::{self, App};
+use gemini_phone::server;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -80,35 +82,43 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
         plivo = app.config.plivo.is_some(),
         "gemini-phone listening; point webhooks at PUBLIC_URL/twilio/answer or PUBLIC_URL/plivo/answer"
     );
-    server::serve(listener, Arc::clone(&app), shutdown_signal())
+    let signalled = Arc::clone(&app);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signalled.shutdown.begin();
+    });
+    server::serve(listener, Arc::clone(&app), app.shutdown.signal())
         .await
         .context("server failed")?;
-    drain_calls(&app).await;
+    finish_calls(&app).await;
     Ok(())
 }
 
-/// Calls in progress when a shutdown starts may finish, for up to this long.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Lets calls in progress end on their own (no new ones are accepted) before exiting.
-async fn drain_calls(app: &App) {
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let mut logged = false;
-    while app.active_calls.count() > 0 && tokio::time::Instant::now() < deadline {
-        if !logged {
-            tracing::info!(
-                active_calls = app.active_calls.count(),
-                "waiting up to 30 s for calls to end"
-            );
-            logged = true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    if app.active_calls.count() > 0 {
-        tracing::warn!(
-            active_calls = app.active_calls.count(),
-            "shutting down with calls still in progress"
+/// Gives the calls in progress, which have heard the shutdown signal, until the drain
+/// deadline to end themselves; records the ones cut at the deadline; flushes the records.
+async fn finish_calls(app: &App) {
+    let running = app.shutdown.running_calls();
+    if running > 0 {
+        tracing::info!(
+            calls = running,
+            deadline_seconds = app.config.limits.drain_timeout.as_secs(),
+            "ending calls in progress"
         );
+    }
+    if !app.shutdown.drain(app.config.limits.drain_timeout).await {
+        let cut = app.admission.live_records();
+        tracing::warn!(
+            calls = cut.len(),
+            "calls still running at the drain deadline are cut"
+        );
+        for id in &cut {
+            app.recorder.finish(
+                id,
+                None,
+                "server shutdown: cut at the drain deadline".to_owned(),
+            );
+            app.recorder.status(id, CallStatus::Completed);
+        }
     }
     // What the calls wrote last (transcripts, end reasons) must reach the database.
     if tokio::time::timeout(std::time::Duration::from_secs(5), app.recorder.flush())

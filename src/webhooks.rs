@@ -8,8 +8,8 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::app::App;
 use crate::calls::{CallRecord, CallStatus, NewCall};
-use crate::server::App;
 use crate::telephony::{
     self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
 };
@@ -68,7 +68,7 @@ impl FromRequest<Arc<App>> for Webhook {
             .await
             .map_err(|e| Rejection::BadBody(format!("unreadable body: {e}")))?;
         let body_params = parse_body(&parts.headers, &body).map_err(Rejection::BadBody)?;
-        if let Some(secret) = app.webhook_secret(provider.name()) {
+        if let Some(secret) = app.providers.webhook_secret(provider.name()) {
             // Signed over the URL the provider used, which is the public one, not ours.
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let url = format!("{}{path}", app.config.public_url);
@@ -270,7 +270,7 @@ pub async fn status(
             // Detection can finish after the stream started: end the call before any message
             // is left. The provider may already be hanging up, which is fine.
             if let (Some(control), Some(call_id)) = (
-                app.control(provider.name()),
+                app.providers.control(provider.name()),
                 record.provider_call_id.as_deref(),
             ) && let Err(error) = control.hang_up(call_id, true).await
             {

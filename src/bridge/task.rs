@@ -19,12 +19,12 @@ use serde_json::{Value, json};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::machine::{AfterPlayout, CallMachine, EndReason, Mode, Output};
+use crate::app::App;
 use crate::calls::CallStatus;
 use crate::config::AgentKind;
 use crate::gemini::protocol::FunctionCall;
 use crate::gemini::protocol::tool_response_message;
 use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
-use crate::server::App;
 use crate::telephony::{Direction, Provider, RECORD_PARAM, StreamStart, TOKEN_PARAM};
 use crate::tools::{Builtin, CallerInfo, Tool};
 
@@ -38,8 +38,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs one call to its end. Everything it opens is closed or dropped before it returns.
 pub async fn run_call(socket: WebSocket, provider: &'static dyn Provider, app: Arc<App>) {
-    let counted = Arc::clone(&app);
-    let _active = counted.active_calls.enter();
     let span = tracing::info_span!(
         "call",
         provider = provider.name(),
@@ -70,6 +68,8 @@ struct CallTask {
     /// Tool calls in flight; aborted with the call, so none outlives it.
     tools: JoinSet<ToolResult>,
     tool_aborts: HashMap<String, AbortHandle>,
+    /// The call's admission slot, held from a valid `start` to the end.
+    live: Option<crate::admission::LiveCall>,
 }
 
 /// A finished tool call: (call id, tool name, response for the model).
@@ -101,6 +101,7 @@ impl CallTask {
             caller: CallerInfo::default(),
             tools: JoinSet::new(),
             tool_aborts: HashMap::new(),
+            live: None,
         }
     }
 
@@ -254,8 +255,22 @@ impl CallTask {
             self.machine.finish(EndReason::Unauthorized);
             return;
         }
+        let record = start.params.get(RECORD_PARAM).cloned();
+        let key = record.as_deref().unwrap_or(&start.call_id);
+        match self
+            .app
+            .admission
+            .admit(key, record.clone(), std::time::Instant::now())
+        {
+            Ok(live) => self.live = Some(live),
+            Err(full) => {
+                tracing::warn!(%full, "refusing a media stream: the server is at its call limit");
+                self.machine.finish(EndReason::Unauthorized);
+                return;
+            }
+        }
         self.started_at = Some(Instant::now());
-        self.record_id = start.params.get(RECORD_PARAM).cloned();
+        self.record_id = record;
         self.provider_call_id = Some(start.call_id.clone());
         let param = |key: &str| start.params.get(key).cloned().unwrap_or_default();
         self.caller = CallerInfo {
@@ -322,7 +337,7 @@ impl CallTask {
                 }
             }
             Some(Tool::Builtin(Builtin::SendSms)) => {
-                let control = self.app.control(self.provider.name());
+                let control = self.app.providers.control(self.provider.name());
                 let from = control
                     .as_ref()
                     .and_then(|c| c.default_from().map(str::to_owned));
@@ -401,7 +416,7 @@ impl CallTask {
     }
 
     async fn carry_out_after_playout(&mut self, action: AfterPlayout) {
-        let control = self.app.control(self.provider.name());
+        let control = self.app.providers.control(self.provider.name());
         let call_id = self.provider_call_id.clone().unwrap_or_default();
         match action {
             AfterPlayout::HangUp => {

@@ -13,9 +13,9 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
 use super::store::{CallFilter, CallStatus, NewCall};
+use crate::app::App;
 use crate::e164::is_e164;
 use crate::prompts::PromptError;
-use crate::server::App;
 use crate::telephony::Direction;
 use crate::telephony::rest::DialRequest;
 
@@ -131,14 +131,14 @@ pub async fn create(
         )));
     }
     let control = match request.provider.as_deref() {
-        Some(name) => app.control(name).ok_or_else(|| {
+        Some(name) => app.providers.control(name).ok_or_else(|| {
             ApiError::BadRequest(match name {
                 "twilio" | "plivo" => format!("provider `{name}` is not configured on this server"),
                 _ => format!("unknown provider `{name}`: use twilio or plivo"),
             })
         })?,
-        None => app.only_control().ok_or_else(|| {
-            ApiError::BadRequest(if app.controls.is_empty() {
+        None => app.providers.only_control().ok_or_else(|| {
+            ApiError::BadRequest(if app.providers.is_empty() {
                 "no provider is configured: set TWILIO_* or PLIVO_* credentials".to_owned()
             } else {
                 "several providers are configured: say which with `provider`".to_owned()
@@ -283,7 +283,7 @@ pub async fn hang_up(
             record.status
         )));
     }
-    let control = app.control(&record.provider).ok_or_else(|| {
+    let control = app.providers.control(&record.provider).ok_or_else(|| {
         ApiError::Conflict(format!(
             "provider `{}` is no longer configured",
             record.provider

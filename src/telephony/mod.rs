@@ -3,9 +3,11 @@
 //! A provider turns its answer webhook into [`CallInfo`] and answer XML, and its media-stream
 //! WebSocket messages into [`PhoneEvent`]s; it turns [`PhoneCommand`]s back into its own
 //! messages. The bridge speaks only these types, so a new provider is one new file that
-//! implements [`Provider`] and [`MediaStream`], plus one line in [`provider_by_name`].
+//! implements [`Provider`] and [`MediaStream`], plus one entry in [`PROVIDERS`] (and its
+//! account in [`registry`]).
 
 pub mod plivo;
+pub mod registry;
 pub mod rest;
 pub mod twilio;
 
@@ -191,13 +193,12 @@ pub(crate) fn header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Every provider the server speaks to; a new provider is one more entry here.
+pub const PROVIDERS: &[&'static dyn Provider] = &[&twilio::Twilio, &plivo::Plivo];
+
 /// The provider served under `/{name}/…`, if any.
 pub fn provider_by_name(name: &str) -> Option<&'static dyn Provider> {
-    match name {
-        "twilio" => Some(&twilio::Twilio),
-        "plivo" => Some(&plivo::Plivo),
-        _ => None,
-    }
+    PROVIDERS.iter().copied().find(|p| p.name() == name)
 }
 
 /// Base64 that accepts payloads with or without padding, as providers differ.

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use answer_xml::stream_params;
+use gemini_phone::app::App;
 use gemini_phone::config::Config;
-use gemini_phone::server::{self, App};
+use gemini_phone::server;
 use gemini_phone::signature;
 use serde_json::Value;
 
@@ -161,7 +162,7 @@ impl TestServer {
         // The signed URL is the public one the provider was given, not the loopback one.
         let public = format!("https://phone.example.com{path}");
         let mut request = reqwest::Client::new().post(self.http(path)).form(&pairs);
-        if self.app.webhook_secret(route).is_some() {
+        if self.app.providers.webhook_secret(route).is_some() {
             request = match route {
                 "twilio" => request.header(
                     "X-Twilio-Signature",

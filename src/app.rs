@@ -1,0 +1,139 @@
+//! The state every route and call shares, and how it is built at start-up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::admission::Admission;
+use crate::audio::{Downlink, Uplink};
+use crate::calls::recorder::Recorder;
+use crate::calls::{CallStore, StoreError};
+use crate::config::{AgentKind, Config, ConfigError};
+use crate::prompts::Prompts;
+use crate::shutdown::Shutdown;
+use crate::signature::StreamTokens;
+use crate::telephony::registry::Registry;
+use crate::telephony::rest::http_client;
+use crate::tools::ToolBox;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A variable is missing or malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The call-record database could not be opened.
+    #[error("DATABASE_URL: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// State shared by every route and call.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// The system prompt for inbound calls (`prompts/inbound.md`).
+    pub inbound_prompt: String,
+    /// Prompt templates.
+    pub prompts: Prompts,
+    /// Call records.
+    pub store: CallStore,
+    /// Background writer for records updated during calls.
+    pub recorder: Recorder,
+    /// The configured provider accounts.
+    pub providers: Registry,
+    /// The agent's tools.
+    pub tools: ToolBox,
+    /// HTTP client for the user's tools.
+    pub http: reqwest::Client,
+    /// Binds media streams to the answer webhooks that opened them.
+    pub stream_tokens: StreamTokens,
+    /// Call slots: reserved by webhooks, held by live calls.
+    pub admission: Arc<Admission>,
+    /// The stop signal every call hears.
+    pub shutdown: Shutdown,
+    /// This process's id among instances sharing the records database.
+    pub instance_id: String,
+    started: Instant,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("instance_id", &self.instance_id)
+            .field("live_calls", &self.admission.live())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds the shared state: reads the inbound prompt and opens the record store.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
+        let prompts = Prompts::new(config.prompts_dir.clone());
+        let inbound_prompt = read_inbound_prompt(&config)?;
+        let store = CallStore::connect(&config.database_url).await?;
+        let (recorder, _writer) = Recorder::spawn(store.clone());
+        let tools = ToolBox::load(&config.tools)?;
+        // Designs the audio filters now rather than during the first call.
+        let _ = (Uplink::new(), Downlink::new());
+        let http = http_client(config.provider_timeout);
+        let providers = Registry::from_config(&config, &http);
+        let unverified = providers.unverified();
+        if !unverified.is_empty() {
+            tracing::warn!(
+                providers = ?unverified,
+                "these providers' webhooks are not signature-checked (no auth token, or VERIFY_WEBHOOKS=false); streams are still bound to answer webhooks"
+            );
+        }
+        Ok(Self {
+            stream_tokens: StreamTokens::new(&stream_secret(&config)),
+            admission: Admission::new(config.limits.max_concurrent_calls),
+            shutdown: Shutdown::new(),
+            instance_id: format!("i{}", uuid::Uuid::new_v4().simple()),
+            config,
+            inbound_prompt,
+            prompts,
+            store,
+            recorder,
+            providers,
+            tools,
+            http,
+            started: Instant::now(),
+        })
+    }
+
+    /// How long this process has been up.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}
+
+/// The key stream tokens are signed with. Instances behind one load balancer share the
+/// Gemini key, so they accept each other's streams; echo mode has no key and makes one up.
+fn stream_secret(config: &Config) -> Vec<u8> {
+    match &config.gemini {
+        Some(gemini) => gemini.api_key.expose().as_bytes().to_vec(),
+        None => uuid::Uuid::new_v4().as_bytes().to_vec(),
+    }
+}
+
+fn read_inbound_prompt(config: &Config) -> Result<String, ConfigError> {
+    let path = config.prompts_dir.join("inbound.md");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text),
+        _ if config.agent == AgentKind::Echo => Ok(String::new()),
+        Ok(_) => Err(ConfigError {
+            var: "PROMPTS_DIR",
+            problem: format!(
+                "{} is empty; write the inbound agent's prompt there",
+                path.display()
+            ),
+        }),
+        Err(e) => Err(ConfigError {
+            var: "PROMPTS_DIR",
+            problem: format!(
+                "cannot read {} ({e}); point PROMPTS_DIR at the folder holding inbound.md",
+                path.display()
+            ),
+        }),
+    }
+}
