@@ -16,7 +16,6 @@ use crate::telephony::Direction;
 
 /// `list` returns at most this many records.
 const MAX_LIST_LIMIT: u32 = 500;
-/// `list` returns this many records unless told otherwise.
 
 const CALL_COLUMNS: &str = "id, provider, provider_call_id, direction, from_number, to_number, \
      campaign, prompt, vars, status, answered_by, duration_seconds, end_reason, created_ms, \
