@@ -762,3 +762,191 @@ fn tones_have_the_right_length_and_frequency() {
     assert!((phone::rms(&p) - 10_000.0 / 2f64.sqrt()).abs() < 100.0);
     assert_eq!(phone::mulaw_silence(20), vec![0xFF; 160]);
 }
+
+// ---------------------------------------------------------------------------------------
+// FakeRest: call lookups and refusing malformed call ids, like the real REST APIs.
+
+#[path = "support/rest.rs"]
+mod fake_rest;
+
+mod fake_rest_selftest {
+    use super::fake_rest::{FakeRest, PLIVO_ID, PLIVO_TOKEN, TWILIO_SID, TWILIO_TOKEN};
+    use serde_json::{Value, json};
+
+    const SID: &str = "CA00000000000000000000000000000abc";
+    const UUID: &str = "00000abc-0000-4000-8000-000000000abc";
+
+    fn client() -> reqwest::Client {
+        gemini_phone::telephony::rest::install_crypto_provider();
+        reqwest::Client::new()
+    }
+
+    async fn twilio(
+        rest: &FakeRest,
+        method: &str,
+        call: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{TWILIO_SID}/Calls/{call}",
+            rest.url()
+        );
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client()
+            .request(method, url)
+            .basic_auth(TWILIO_SID, Some(TWILIO_TOKEN))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn plivo(rest: &FakeRest, method: &str, path: &str) -> (u16, Value) {
+        let url = format!("{}/v1/Account/{PLIVO_ID}/{path}", rest.url());
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client()
+            .request(method, url)
+            .basic_auth(PLIVO_ID, Some(PLIVO_TOKEN))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn twilio_calls_are_looked_up_and_updated_by_sid_only() {
+        let rest = FakeRest::start().await;
+        let (status, body) = twilio(&rest, "GET", &format!("{SID}.json"), &[]).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (404, &json!(20404)),
+            "unknown call"
+        );
+
+        rest.set_call_status(SID, "ringing");
+        let (status, body) = twilio(&rest, "GET", &format!("{SID}.json"), &[]).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("ringing")));
+        assert_eq!(body["sid"], SID);
+
+        let (status, _) = twilio(
+            &rest,
+            "POST",
+            &format!("{SID}.json"),
+            &[("Status", "canceled")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(rest.call_status(SID).as_deref(), Some("canceled"));
+
+        for bad in [
+            "CA1.json",
+            "..%2FIncomingPhoneNumbers%2FPN1.json",
+            "SM00000000000000000000000000000abc.json",
+        ] {
+            for method in ["GET", "POST"] {
+                let (status, body) = twilio(&rest, method, bad, &[("Status", "completed")]).await;
+                assert_eq!(
+                    (status, &body["code"]),
+                    (404, &json!(20404)),
+                    "{method} {bad}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn twilio_dialled_calls_start_queued() {
+        let rest = FakeRest::start().await;
+        let url = format!("{}/2010-04-01/Accounts/{TWILIO_SID}/Calls.json", rest.url());
+        let created: Value = client()
+            .post(url)
+            .basic_auth(TWILIO_SID, Some(TWILIO_TOKEN))
+            .form(&[("To", "+15551234567")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sid = created["sid"].as_str().unwrap();
+        assert!(sid.len() == 34 && sid.starts_with("CA"), "{sid}");
+        assert_eq!(rest.call_status(sid).as_deref(), Some("queued"));
+    }
+
+    #[tokio::test]
+    async fn plivo_answers_each_lookup_for_its_own_calls() {
+        let rest = FakeRest::start().await;
+        let (status, created) = plivo(&rest, "POST", "Call/").await;
+        assert_eq!(status, 201);
+        let request_uuid = created["request_uuid"].as_str().unwrap().to_owned();
+        assert_eq!(request_uuid.len(), 36, "{request_uuid}");
+
+        let call = format!("Call/{request_uuid}/");
+        assert_eq!(
+            plivo(&rest, "GET", &format!("{call}?status=live")).await.0,
+            404
+        );
+        let (status, queued) = plivo(&rest, "GET", &format!("{call}?status=queued")).await;
+        assert_eq!(
+            (status, queued["call_status"].as_str()),
+            (200, Some("queued"))
+        );
+
+        rest.set_call_status(UUID, "in-progress");
+        let call = format!("Call/{UUID}/");
+        let (status, live) = plivo(&rest, "GET", &format!("{call}?status=live")).await;
+        assert_eq!(
+            (status, live["call_status"].as_str()),
+            (200, Some("in-progress"))
+        );
+        assert_eq!(
+            plivo(&rest, "GET", &call).await.0,
+            404,
+            "no detail record while live"
+        );
+
+        assert_eq!(plivo(&rest, "DELETE", &call).await.0, 204);
+        assert_eq!(rest.call_status(UUID).as_deref(), Some("completed"));
+        assert_eq!(
+            plivo(&rest, "GET", &format!("{call}?status=live")).await.0,
+            404
+        );
+        let (status, record) = plivo(&rest, "GET", &call).await;
+        assert_eq!(status, 200);
+        assert_eq!(record["call_uuid"], UUID);
+        assert!(record["answer_time"].is_string(), "{record}");
+        assert_eq!(record["hangup_cause_name"], "Normal Hangup");
+
+        rest.set_call_status(UUID, "busy");
+        let (_, record) = plivo(&rest, "GET", &call).await;
+        assert!(record["answer_time"].is_null(), "{record}");
+    }
+
+    #[tokio::test]
+    async fn plivo_refuses_paths_whose_call_id_is_not_a_uuid() {
+        let rest = FakeRest::start().await;
+        let unknown = format!("Call/{UUID}/");
+        let (status, body) = plivo(&rest, "GET", &unknown).await;
+        assert_eq!(status, 404);
+        assert!(body["error"].is_string(), "Plivo's error shape: {body}");
+        for path in [
+            "Call/uuid-1/",
+            "Call/..%2FNumber%2F15550002222/",
+            "Request/req-1/",
+            "Number/15550002222/",
+        ] {
+            for method in ["GET", "POST", "DELETE"] {
+                let (status, body) = plivo(&rest, method, path).await;
+                assert_eq!(status, 404, "{method} {path}: {body}");
+            }
+        }
+        assert_eq!(
+            plivo(&rest, "DELETE", &format!("Request/{UUID}/")).await.0,
+            204
+        );
+    }
+}

@@ -471,14 +471,17 @@ async fn a_machine_is_hung_up_on_without_a_word() {
     world
         .webhook(
             &format!("/plivo/answer?record={id}"),
-            &[("CallUUID", "uuid-9"), ("Direction", "outbound")],
+            &[
+                ("CallUUID", "00000009-0000-4000-8000-000000000009"),
+                ("Direction", "outbound"),
+            ],
         )
         .await;
     let (code, _) = world
         .webhook(
             &format!("/plivo/status?record={id}"),
             &[
-                ("CallUUID", "uuid-9"),
+                ("CallUUID", "00000009-0000-4000-8000-000000000009"),
                 ("Machine", "true"),
                 ("Event", "MachineDetection"),
                 ("CallStatus", "in-progress"),
@@ -492,7 +495,10 @@ async fn a_machine_is_hung_up_on_without_a_word() {
         .into_iter()
         .find(|r| r.method == "DELETE")
         .expect("hang-up request");
-    assert_eq!(hangup.path, format!("/v1/Account/{PLIVO_ID}/Call/uuid-9/"));
+    assert_eq!(
+        hangup.path,
+        format!("/v1/Account/{PLIVO_ID}/Call/00000009-0000-4000-8000-000000000009/")
+    );
     let record = world.record_until(&id, |r| r["status"] == "machine").await;
     assert_eq!(record["answered_by"], "machine");
     world.server.stop().await;
@@ -622,7 +628,10 @@ async fn calls_are_listed_by_campaign_and_status_and_hung_up_through_the_api() {
     world
         .webhook(
             &format!("/plivo/answer?record={}", ids[1]),
-            &[("CallUUID", "uuid-5"), ("Direction", "outbound")],
+            &[
+                ("CallUUID", "00000005-0000-4000-8000-000000000005"),
+                ("Direction", "outbound"),
+            ],
         )
         .await;
     let response = world
@@ -635,7 +644,10 @@ async fn calls_are_listed_by_campaign_and_status_and_hung_up_through_the_api() {
     assert_eq!(response.status(), 200);
     let delete = world.rest.requests().into_iter().last().unwrap();
     assert_eq!(delete.method, "DELETE");
-    assert_eq!(delete.path, format!("/v1/Account/{PLIVO_ID}/Call/uuid-5/"));
+    assert_eq!(
+        delete.path,
+        format!("/v1/Account/{PLIVO_ID}/Call/00000005-0000-4000-8000-000000000005/")
+    );
 
     let (_, canceled) = world.get("/calls?status=canceled").await;
     assert_eq!(canceled["calls"].as_array().unwrap().len(), 1);

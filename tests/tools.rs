@@ -207,7 +207,9 @@ async fn tools_are_declared_in_setup() {
 #[tokio::test]
 async fn end_call_plays_the_goodbye_then_hangs_up() {
     let mut world = World::start(&[]).await;
-    let (mut caller, mut session) = world.twilio_call("CAbye").await;
+    let (mut caller, mut session) = world
+        .twilio_call("CAb7e00000000000000000000000000000")
+        .await;
     session.send_audio(&pcm_tone_24k(440.0, 400, 8_000));
     session.send_tool_call("fc-1", "end_call", json!({"reason": "caller is done"}));
     // Audio of the same turn can follow the tool call.
@@ -246,7 +248,7 @@ async fn end_call_plays_the_goodbye_then_hangs_up() {
     let requests = world.rest.wait_requests(1, WAIT).await;
     assert_eq!(
         requests[0].path,
-        format!("/2010-04-01/Accounts/{TWILIO_SID}/Calls/CAbye.json")
+        format!("/2010-04-01/Accounts/{TWILIO_SID}/Calls/CAb7e00000000000000000000000000000.json")
     );
     assert_eq!(requests[0].field("Status"), Some("completed"));
     assert!(caller.wait_closed(WAIT).await);
@@ -259,7 +261,9 @@ async fn transfer_call_moves_the_call_with_each_providers_api() {
     let mut world = World::start(&[]).await;
 
     // Twilio: new TwiML on the live call.
-    let (mut caller, mut session) = world.twilio_call("CAxfer").await;
+    let (mut caller, mut session) = world
+        .twilio_call("CAaf000000000000000000000000000000")
+        .await;
     session.send_tool_call("fc-2", "transfer_call", json!({}));
     caller
         .recv_until(WAIT, |r| r.marks().contains(&"playout".to_string()))
@@ -269,7 +273,7 @@ async fn transfer_call_moves_the_call_with_each_providers_api() {
     let request = world.rest.wait_requests(1, WAIT).await.remove(0);
     assert_eq!(
         request.path,
-        format!("/2010-04-01/Accounts/{TWILIO_SID}/Calls/CAxfer.json")
+        format!("/2010-04-01/Accounts/{TWILIO_SID}/Calls/CAaf000000000000000000000000000000.json")
     );
     assert_eq!(
         request.field("Twiml"),
@@ -283,7 +287,9 @@ async fn transfer_call_moves_the_call_with_each_providers_api() {
     );
 
     // Plivo: the transfer API, pointing at our transfer XML.
-    let (mut caller, mut session) = world.plivo_call("uuid-x").await;
+    let (mut caller, mut session) = world
+        .plivo_call("0000000a-0000-4000-8000-00000000000a")
+        .await;
     session.send_tool_call("fc-3", "transfer_call", json!({"number": "+15550100001"}));
     caller
         .recv_until(WAIT, |r| r.marks().contains(&"playout".to_string()))
@@ -291,7 +297,10 @@ async fn transfer_call_moves_the_call_with_each_providers_api() {
         .expect("checkpoint");
     caller.send_played_stream("playout").await;
     let request = world.rest.wait_requests(2, WAIT).await.remove(1);
-    assert_eq!(request.path, format!("/v1/Account/{PLIVO_ID}/Call/uuid-x/"));
+    assert_eq!(
+        request.path,
+        format!("/v1/Account/{PLIVO_ID}/Call/0000000a-0000-4000-8000-00000000000a/")
+    );
     let body = request.json.unwrap();
     assert_eq!(body["legs"], "aleg");
     assert_eq!(body["aleg_method"], "POST");

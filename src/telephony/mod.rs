@@ -218,7 +218,16 @@ pub(crate) fn decode_payload<'b>(
     Ok(buffer)
 }
 
-/// Escapes text for an XML attribute value or element body.
+/// Escapes text for an XML attribute value or element body, so the document stays
+/// well-formed whatever the text holds (a caller id is whatever the caller's network sent).
+///
+/// - Markup characters become the predefined entities.
+/// - Tab, LF and CR become character references (`&#9;`, `&#10;`, `&#13;`): written raw, a
+///   parser would turn them into spaces inside an attribute value (and CR into LF in text),
+///   so the value would not come back as sent.
+/// - The characters XML 1.0 forbids even as references (the other C0 controls, U+FFFE and
+///   U+FFFF) become U+FFFD, the replacement character, so the loss is visible rather than
+///   silent and the provider does not refuse the whole document.
 pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -228,6 +237,10 @@ pub(crate) fn xml_escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -251,6 +264,83 @@ mod tests {
     #[test]
     fn xml_escape_covers_markup() {
         assert_eq!(xml_escape(r#"a&b<c>"d'"#), "a&amp;b&lt;c&gt;&quot;d&apos;");
+    }
+
+    /// True when `c` may appear in an XML 1.0 document (the `Char` production).
+    fn is_xml_char(c: char) -> bool {
+        matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    }
+
+    /// Checks the rules an escaped document can break: every character is an XML `Char`,
+    /// every `&` opens a predefined entity or a character reference to a `Char`, and no
+    /// attribute value holds a raw `<`. Returns the first broken rule.
+    fn well_formed_by_rule(xml: &str) -> Result<(), String> {
+        if let Some(c) = xml.chars().find(|&c| !is_xml_char(c)) {
+            return Err(format!("forbidden character U+{:04X}", c as u32));
+        }
+        for (at, _) in xml.match_indices('&') {
+            let reference = xml[at + 1..]
+                .split_once(';')
+                .map(|(name, _)| name)
+                .ok_or("unterminated reference")?;
+            let code = match reference {
+                "amp" | "lt" | "gt" | "quot" | "apos" => continue,
+                r if r.starts_with("#x") => u32::from_str_radix(&r[2..], 16).ok(),
+                r if r.starts_with('#') => r[1..].parse().ok(),
+                r => return Err(format!("unknown entity &{r};")),
+            };
+            if !code.and_then(char::from_u32).is_some_and(is_xml_char) {
+                return Err(format!("reference &{reference}; to a forbidden character"));
+            }
+        }
+        for value in xml.split("=\"").skip(1) {
+            let value = value.split('"').next().unwrap_or_default();
+            if value.contains('<') {
+                return Err(format!("raw < in attribute value {value:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn answer_xml_is_well_formed_whatever_the_caller_id_holds() {
+        let awkward = (0u32..0x20)
+            .chain([0x7F, 0xFFFE, 0xFFFF])
+            .filter_map(char::from_u32);
+        for c in awkward {
+            let from = format!("+1555{c}0100");
+            for provider in [provider_by_name("twilio"), provider_by_name("plivo")] {
+                let provider = provider.expect("built-in provider");
+                let params = [("from", from.as_str()), ("to", "+15550002222")];
+                for xml in [
+                    provider.answer_xml("wss://h.io/stream", &params),
+                    provider.transfer_xml(&from),
+                ] {
+                    if let Err(broken) = well_formed_by_rule(&xml) {
+                        panic!("U+{:04X} in a caller id: {broken}\n{xml}", c as u32);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn whitespace_controls_survive_and_forbidden_ones_are_marked() {
+        assert_eq!(xml_escape("a\tb\nc\rd"), "a&#9;b&#10;c&#13;d");
+        assert_eq!(
+            xml_escape("+1\u{0}2\u{1B}3\u{FFFF}"),
+            "+1\u{FFFD}2\u{FFFD}3\u{FFFD}"
+        );
+        assert_eq!(xml_escape("Zoë 🙂"), "Zoë 🙂", "other text is left alone");
+    }
+
+    #[test]
+    fn the_rule_check_catches_what_the_old_escape_let_through() {
+        // Guards the check above against passing everything.
+        assert!(well_formed_by_rule("<a v=\"+1\u{1}\"/>").is_err());
+        assert!(well_formed_by_rule("<a v=\"&#1;\"/>").is_err());
+        assert!(well_formed_by_rule("<a v=\"x<y\"/>").is_err());
+        assert!(well_formed_by_rule("<a v=\"&#9;&amp;\"/>").is_ok());
     }
 
     #[test]

@@ -7,8 +7,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
+use super::rest::{CallControl, DialRequest, RestError, read_optional, read_response};
 use super::{
     CallInfo, Direction, MediaStream, PhoneCommand, PhoneEvent, Provider, StreamError,
     StreamParams, StreamStart, decode_payload, json_string, push_base64, xml_escape,
@@ -347,6 +349,84 @@ mod tests {
     }
 }
 
+/// True for a Plivo call or request UUID: 8-4-4-4-12 hexadecimal digits with hyphens
+/// (`4d04c52e-cea3-4458-bbdb-0bfc314ee7cd`). Both the `CallUUID` of a live call and the
+/// `request_uuid` of a call being dialled have this form.
+///
+/// Every id we put into a Plivo REST path must pass this first; webhooks can use it to refuse
+/// a forged `CallUUID` early.
+pub fn is_call_uuid(id: &str) -> bool {
+    const HYPHENS: [usize; 4] = [8, 13, 18, 23];
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| {
+            if HYPHENS.contains(&i) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// What [`is_call_uuid`] accepts, in words, for errors.
+const CALL_UUID_FORMAT: &str = "a Plivo call UUID (8-4-4-4-12 hex digits)";
+
+/// Our status for a call Plivo lists as live (`GET …/Call/{uuid}/?status=live`). Its
+/// `call_status` is `ringing` or `in-progress`; a live call in any other state has not
+/// ended, so it counts as in progress.
+fn live_status(call: &serde_json::Value) -> &'static str {
+    match call.get("call_status").and_then(|s| s.as_str()) {
+        Some("queued") => "queued",
+        Some("ringing") => "ringing",
+        _ => "in-progress",
+    }
+}
+
+/// Our status for an ended call's detail record (`GET …/Call/{uuid}/`), which has no status
+/// field of its own:
+///
+/// - answered (an `answer_time`, billed seconds, or `call_state` `ANSWER`) → `completed`;
+/// - otherwise by the words of `hangup_cause_name` and `call_state`: busy or rejected →
+///   `busy`; cancel → `canceled`; no answer, unanswered or timeout → `no-answer`;
+/// - anything else (invalid or unreachable destination, errors) → `failed`.
+fn ended_status(record: &serde_json::Value) -> &'static str {
+    let text = |key: &str| {
+        record
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let call_state = text("call_state");
+    let answered = !text("answer_time").is_empty()
+        || record
+            .get("bill_duration")
+            .and_then(serde_json::Value::as_i64)
+            .is_some_and(|seconds| seconds > 0)
+        || call_state == "answer"
+        || call_state == "answered";
+    if answered {
+        return "completed";
+    }
+    let words = format!(
+        "{} {}",
+        text("hangup_cause_name"),
+        call_state.replace('_', " ")
+    );
+    if words.contains("busy") || words.contains("reject") {
+        "busy"
+    } else if words.contains("cancel") {
+        "canceled"
+    } else if words.contains("no answer")
+        || words.contains("noanswer")
+        || words.contains("unanswered")
+        || words.contains("timeout")
+    {
+        "no-answer"
+    } else {
+        "failed"
+    }
+}
+
 /// Plivo's REST API for one account.
 #[derive(Debug, Clone)]
 pub struct PlivoClient {
@@ -360,12 +440,38 @@ impl PlivoClient {
         Self { http, config }
     }
 
-    fn account_url(&self) -> String {
-        format!("{}/v1/Account/{}", self.config.api_url, self.config.auth_id)
+    /// `{api}/v1/Account/{auth_id}/{resource…}/`, every segment encoded; Plivo's paths end
+    /// with a slash.
+    fn account_url(&self, resource: &[&str]) -> Result<reqwest::Url, RestError> {
+        let mut segments = vec!["v1", "Account", self.config.auth_id.as_str()];
+        segments.extend_from_slice(resource);
+        segments.push("");
+        super::rest::api_url("plivo", "PLIVO_API_URL", &self.config.api_url, &segments)
+    }
+
+    /// `…/{kind}/{uuid}/` (`kind` is `Call` or `Request`), refusing anything but a UUID.
+    fn uuid_url(&self, kind: &str, uuid: &str) -> Result<reqwest::Url, RestError> {
+        if !is_call_uuid(uuid) {
+            return Err(RestError::invalid_id("plivo", uuid, CALL_UUID_FORMAT));
+        }
+        self.account_url(&[kind, uuid])
     }
 
     fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.basic_auth(&self.config.auth_id, Some(self.config.auth_token.expose()))
+    }
+
+    /// GET of a call resource; `None` when Plivo answers 404.
+    async fn get_call(
+        &self,
+        url: reqwest::Url,
+        query: &[(&str, &str)],
+    ) -> Result<Option<serde_json::Value>, RestError> {
+        read_optional(
+            "plivo",
+            self.authed(self.http.get(url)).query(query).send().await,
+        )
+        .await
     }
 }
 
@@ -374,7 +480,7 @@ fn plivo_number(e164: &str) -> &str {
     e164.strip_prefix('+').unwrap_or(e164)
 }
 
-impl super::rest::CallControl for PlivoClient {
+impl CallControl for PlivoClient {
     fn provider(&self) -> &'static str {
         "plivo"
     }
@@ -383,10 +489,7 @@ impl super::rest::CallControl for PlivoClient {
         self.config.phone_number.as_deref()
     }
 
-    fn dial<'a>(
-        &'a self,
-        request: &'a super::rest::DialRequest,
-    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+    fn dial<'a>(&'a self, request: &'a DialRequest) -> BoxFuture<'a, Result<String, RestError>> {
         Box::pin(async move {
             let base = &request.public_url;
             let id = &request.record_id;
@@ -405,8 +508,8 @@ impl super::rest::CallControl for PlivoClient {
                 "machine_detection_method": "POST",
                 "time_limit": request.time_limit_secs,
             });
-            let url = format!("{}/Call/", self.account_url());
-            let (_, body) = super::rest::read_response(
+            let url = self.account_url(&["Call"])?;
+            let (_, body) = read_response(
                 "plivo",
                 self.authed(self.http.post(url)).json(&body).send().await,
             )
@@ -418,7 +521,7 @@ impl super::rest::CallControl for PlivoClient {
                 }
                 _ => None,
             });
-            uuid.ok_or_else(|| super::rest::RestError::Unexpected {
+            uuid.ok_or_else(|| RestError::Unexpected {
                 provider: "plivo",
                 detail: "no `request_uuid` in the created call".into(),
             })
@@ -430,16 +533,16 @@ impl super::rest::CallControl for PlivoClient {
         provider_call_id: &'a str,
         to: &'a str,
         public_url: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+    ) -> BoxFuture<'a, Result<(), RestError>> {
         Box::pin(async move {
+            let url = self.uuid_url("Call", provider_call_id)?;
             // Plivo fetches new XML for the caller's leg from our transfer route.
             let body = serde_json::json!({
                 "legs": "aleg",
                 "aleg_url": format!("{public_url}/plivo/transfer?to={}", plivo_number(to)),
                 "aleg_method": "POST",
             });
-            let url = format!("{}/Call/{provider_call_id}/", self.account_url());
-            super::rest::read_response(
+            read_response(
                 "plivo",
                 self.authed(self.http.post(url)).json(&body).send().await,
             )
@@ -448,12 +551,38 @@ impl super::rest::CallControl for PlivoClient {
         })
     }
 
+    /// Asks, in turn, for the live call, the queued call and the ended call's detail record
+    /// (Plivo keeps them apart), and stops at the first that knows the UUID. A detail record
+    /// can take a little while to appear after a call ends; until then the call is unknown.
+    fn call_status<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RestError>> {
+        Box::pin(async move {
+            let url = self.uuid_url("Call", provider_call_id)?;
+            if let Some(call) = self.get_call(url.clone(), &[("status", "live")]).await? {
+                return Ok(Some(live_status(&call).to_owned()));
+            }
+            if self
+                .get_call(url.clone(), &[("status", "queued")])
+                .await?
+                .is_some()
+            {
+                return Ok(Some("queued".to_owned()));
+            }
+            Ok(self
+                .get_call(url, &[])
+                .await?
+                .map(|record| ended_status(&record).to_owned()))
+        })
+    }
+
     fn send_sms<'a>(
         &'a self,
         from: &'a str,
         to: &'a str,
         body: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+    ) -> BoxFuture<'a, Result<String, RestError>> {
         Box::pin(async move {
             let message = serde_json::json!({
                 "src": plivo_number(from),
@@ -461,8 +590,8 @@ impl super::rest::CallControl for PlivoClient {
                 "text": body,
                 "type": "sms",
             });
-            let url = format!("{}/Message/", self.account_url());
-            let (_, answer) = super::rest::read_response(
+            let url = self.account_url(&["Message"])?;
+            let (_, answer) = read_response(
                 "plivo",
                 self.authed(self.http.post(url)).json(&message).send().await,
             )
@@ -480,21 +609,147 @@ impl super::rest::CallControl for PlivoClient {
         &'a self,
         provider_call_id: &'a str,
         live: bool,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+    ) -> BoxFuture<'a, Result<(), RestError>> {
         Box::pin(async move {
             // Until it is answered a call is known only by its request UUID.
             let kind = if live { "Call" } else { "Request" };
-            let url = format!("{}/{kind}/{provider_call_id}/", self.account_url());
-            match super::rest::read_response(
-                "plivo",
-                self.authed(self.http.delete(url)).send().await,
-            )
-            .await
-            {
+            let url = self.uuid_url(kind, provider_call_id)?;
+            match read_response("plivo", self.authed(self.http.delete(url)).send().await).await {
                 Ok(_) => Ok(()),
-                Err(super::rest::RestError::Status { status: 404, .. }) => Ok(()),
+                Err(RestError::Status { status: 404, .. }) => Ok(()),
                 Err(e) => Err(e),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod rest_tests {
+    use super::*;
+    use crate::calls::store::CallStatus;
+    use serde_json::json;
+
+    const UUID: &str = "4d04c52e-cea3-4458-bbdb-0bfc314ee7cd";
+
+    fn client() -> PlivoClient {
+        let config = crate::config::PlivoConfig {
+            auth_id: "MA00000000000000TEST".into(),
+            auth_token: crate::config::Secret::new("token"),
+            phone_number: None,
+            api_url: "https://api.plivo.com".into(),
+        };
+        PlivoClient::new(
+            config,
+            crate::telephony::rest::http_client(std::time::Duration::from_secs(1)),
+        )
+    }
+
+    #[test]
+    fn call_uuids_are_8_4_4_4_12_hex_digits() {
+        assert!(is_call_uuid(UUID));
+        assert!(is_call_uuid(&UUID.to_ascii_uppercase()));
+        for bad in [
+            "",
+            "c-1",
+            "uuid-1",
+            "../Number/15550002222",
+            "4d04c52ecea34458bbdb0bfc314ee7cd", // no hyphens
+            "4d04c52e-cea3-4458-bbdb-0bfc314ee7c",
+            "4d04c52e-cea3-4458-bbdb-0bfc314ee7cd0",
+            "4d04c52e-cea3-4458-bbdb_0bfc314ee7cd",
+            "{4d04c52e-cea3-4458-bbdb-0bfc314ee7c}",
+            "4d04c52e-cea3-4458-bbdb-0bfc314ee7/.",
+        ] {
+            assert!(!is_call_uuid(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_measured_forgery_is_refused_before_a_url_exists() {
+        let forged = "../Number/15550002222";
+        for kind in ["Call", "Request"] {
+            match client().uuid_url(kind, forged) {
+                Err(RestError::InvalidId { provider, id, .. }) => {
+                    assert_eq!((provider, id.as_str()), ("plivo", forged));
+                }
+                other => panic!("expected InvalidId, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn urls_end_with_a_slash_and_encode_each_segment() {
+        let url = client().uuid_url("Request", UUID).unwrap();
+        assert_eq!(
+            url.as_str(),
+            format!("https://api.plivo.com/v1/Account/MA00000000000000TEST/Request/{UUID}/")
+        );
+        let mut odd = client();
+        odd.config.auth_id = "MA/../Number".into();
+        assert_eq!(
+            odd.account_url(&["Call"]).unwrap().path(),
+            "/v1/Account/MA%2F..%2FNumber/Call/"
+        );
+    }
+
+    #[test]
+    fn live_calls_are_ringing_or_in_progress() {
+        assert_eq!(
+            live_status(&json!({"call_status": "in-progress"})),
+            "in-progress"
+        );
+        assert_eq!(live_status(&json!({"call_status": "ringing"})), "ringing");
+        assert_eq!(live_status(&json!({})), "in-progress");
+    }
+
+    #[test]
+    fn ended_calls_map_from_their_detail_record() {
+        let cases = [
+            // The shape of Plivo's documented example: answered, ended by XML.
+            (
+                json!({"answer_time": "2022-06-28 19:39:05+05:30", "bill_duration": 11,
+                       "hangup_cause_name": "End Of XML Instructions", "hangup_cause_code": 4010}),
+                "completed",
+            ),
+            (
+                json!({"call_state": "ANSWER", "answer_time": null}),
+                "completed",
+            ),
+            (
+                json!({"answer_time": null, "bill_duration": 0, "hangup_cause_name": "Busy Line"}),
+                "busy",
+            ),
+            (
+                json!({"answer_time": null, "hangup_cause_name": "Rejected"}),
+                "busy",
+            ),
+            (
+                json!({"answer_time": null, "hangup_cause_name": "Canceled", "hangup_cause_code": 1000}),
+                "canceled",
+            ),
+            (
+                json!({"answer_time": null, "hangup_cause_name": "Canceled (Out Of Credits)"}),
+                "canceled",
+            ),
+            (
+                json!({"answer_time": null, "hangup_cause_name": "No Answer"}),
+                "no-answer",
+            ),
+            (json!({"call_state": "NO_ANSWER"}), "no-answer"),
+            (
+                json!({"hangup_cause_name": "Ring Timeout Reached"}),
+                "no-answer",
+            ),
+            (
+                json!({"hangup_cause_name": "Destination Out Of Service", "hangup_cause_code": 2010}),
+                "failed",
+            ),
+            (json!({}), "failed"),
+        ];
+        for (record, expected) in cases {
+            let ours = ended_status(&record);
+            assert_eq!(ours, expected, "{record}");
+            assert!(ours.parse::<CallStatus>().is_ok());
+        }
     }
 }

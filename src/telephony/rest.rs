@@ -1,4 +1,4 @@
-//! Provider REST operations on calls: dial out, hang up, transfer, text.
+//! Provider REST operations on calls: dial out, hang up, transfer, look up status, text.
 //!
 //! Each provider implements [`CallControl`] beside its stream codec; callers hold a
 //! `dyn CallControl` and never branch on the provider.
@@ -55,6 +55,45 @@ pub enum RestError {
     /// The account has no number to call from.
     #[error("no caller number: set {0} or pass `from`")]
     NoFromNumber(&'static str),
+    /// A call id that is not in the provider's format was refused before any request was
+    /// built: ids reach us from webhooks and streams, and one like `../Number/…` would
+    /// otherwise steer an authenticated request to another endpoint of the account.
+    #[error(
+        "refused {provider} call id {id:?}: it is not {expected}, so no request was sent (a forged or corrupted webhook may have supplied it)"
+    )]
+    InvalidId {
+        /// Provider name.
+        provider: &'static str,
+        /// The refused id (its first [`SHOWN_ID_CHARS`] characters).
+        id: String,
+        /// The format the provider uses, in words.
+        expected: &'static str,
+    },
+    /// The configured REST base URL cannot have paths appended to it.
+    #[error("{provider} API URL {url:?} is not an http(s) base URL; fix {variable}")]
+    InvalidApiUrl {
+        /// Provider name.
+        provider: &'static str,
+        /// The configured value.
+        url: String,
+        /// The variable that holds it.
+        variable: &'static str,
+    },
+}
+
+/// How much of a refused id an error repeats: enough to recognise it in a log, not enough
+/// to let a hostile webhook fill the log.
+pub const SHOWN_ID_CHARS: usize = 64;
+
+impl RestError {
+    /// A [`RestError::InvalidId`] for `id`, shortened to [`SHOWN_ID_CHARS`] characters.
+    pub fn invalid_id(provider: &'static str, id: &str, expected: &'static str) -> RestError {
+        RestError::InvalidId {
+            provider,
+            id: id.chars().take(SHOWN_ID_CHARS).collect(),
+            expected,
+        }
+    }
 }
 
 /// REST control of one provider account.
@@ -78,6 +117,13 @@ pub trait CallControl: Send + Sync {
         to: &'a str,
         public_url: &'a str,
     ) -> BoxFuture<'a, Result<(), RestError>>;
+    /// The provider's current status for a call, in our status vocabulary (`queued`,
+    /// `ringing`, `in-progress`, `completed`, `busy`, `no-answer`, `failed`, `canceled`;
+    /// see each provider for its mapping); `None` when the provider does not know the call.
+    fn call_status<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RestError>>;
     /// Sends a text message; returns the provider's message id.
     fn send_sms<'a>(
         &'a self,
@@ -116,6 +162,46 @@ pub(crate) async fn read_response(
         status,
         message,
     })
+}
+
+/// Like [`read_response`], but a 404 (the provider does not know the resource) is `Ok(None)`.
+pub(crate) async fn read_optional(
+    provider: &'static str,
+    result: Result<reqwest::Response, reqwest::Error>,
+) -> Result<Option<serde_json::Value>, RestError> {
+    match read_response(provider, result).await {
+        Ok((_, body)) => Ok(Some(body)),
+        Err(RestError::Status { status: 404, .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// `base` with `segments` appended as path segments, each percent-encoded on its own so
+/// that no `/`, `?`, `#` or `%` in a value can change which endpoint is addressed. An empty
+/// last segment gives the trailing slash Plivo's paths need.
+///
+/// Provider ids are validated before they get here; the encoding is a second wall, not the
+/// first. (The `url` crate also drops `.` and `..` segments rather than resolving them.)
+pub(crate) fn api_url(
+    provider: &'static str,
+    variable: &'static str,
+    base: &str,
+    segments: &[&str],
+) -> Result<reqwest::Url, RestError> {
+    let invalid = || RestError::InvalidApiUrl {
+        provider,
+        url: base.to_owned(),
+        variable,
+    };
+    let mut url = reqwest::Url::parse(base).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid());
+    }
+    url.path_segments_mut()
+        .map_err(|()| invalid())?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
 }
 
 /// A client whose requests give up after `timeout`, shared by the providers.

@@ -7,8 +7,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
+use super::rest::{CallControl, DialRequest, RestError, read_optional, read_response};
 use super::{
     CallInfo, Direction, MediaStream, PhoneCommand, PhoneEvent, Provider, StreamError,
     StreamParams, StreamStart, decode_payload, json_string, push_base64, xml_escape,
@@ -329,6 +331,34 @@ mod tests {
     }
 }
 
+/// True for a Twilio call SID: `CA` followed by 32 hexadecimal digits (34 characters).
+///
+/// Every id we put into a Twilio REST path must pass this first; webhooks can use it to
+/// refuse a forged `CallSid` early.
+pub fn is_call_sid(id: &str) -> bool {
+    id.len() == 34 && id.starts_with("CA") && id.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+}
+
+/// What [`is_call_sid`] accepts, in words, for errors.
+const CALL_SID_FORMAT: &str = "a Twilio call SID (CA followed by 32 hex digits)";
+
+/// Our status name for a call resource's `status`. Twilio's call statuses are our
+/// vocabulary already (`queued`, `ringing`, `in-progress`, `completed`, `busy`, `no-answer`,
+/// `failed`, `canceled`); `initiated` appears only in callbacks but is read as `queued`.
+fn our_status(twilio_status: &str) -> Option<&'static str> {
+    Some(match twilio_status {
+        "queued" | "initiated" => "queued",
+        "ringing" => "ringing",
+        "in-progress" => "in-progress",
+        "completed" => "completed",
+        "busy" => "busy",
+        "no-answer" => "no-answer",
+        "failed" => "failed",
+        "canceled" => "canceled",
+        _ => return None,
+    })
+}
+
 /// Twilio's REST API for one account.
 #[derive(Debug, Clone)]
 pub struct TwilioClient {
@@ -342,25 +372,34 @@ impl TwilioClient {
         Self { http, config }
     }
 
-    fn calls_url(&self) -> String {
-        format!(
-            "{}/2010-04-01/Accounts/{}/Calls",
-            self.config.api_url, self.config.account_sid
+    /// `{api}/2010-04-01/Accounts/{AccountSid}/{resource…}`, every segment encoded.
+    fn account_url(&self, resource: &[&str]) -> Result<reqwest::Url, RestError> {
+        let mut segments = vec!["2010-04-01", "Accounts", self.config.account_sid.as_str()];
+        segments.extend_from_slice(resource);
+        super::rest::api_url("twilio", "TWILIO_API_URL", &self.config.api_url, &segments)
+    }
+
+    /// The call resource `…/Calls/{CallSid}.json`, refusing anything but a call SID.
+    fn call_url(&self, call_sid: &str) -> Result<reqwest::Url, RestError> {
+        if !is_call_sid(call_sid) {
+            return Err(RestError::invalid_id("twilio", call_sid, CALL_SID_FORMAT));
+        }
+        self.account_url(&["Calls", &format!("{call_sid}.json")])
+    }
+
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.basic_auth(
+            &self.config.account_sid,
+            Some(self.config.auth_token.expose()),
         )
     }
 
-    fn post_form(&self, url: String, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
-        self.http
-            .post(url)
-            .basic_auth(
-                &self.config.account_sid,
-                Some(self.config.auth_token.expose()),
-            )
-            .form(form)
+    fn post_form(&self, url: reqwest::Url, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        self.authed(self.http.post(url)).form(form)
     }
 }
 
-impl super::rest::CallControl for TwilioClient {
+impl CallControl for TwilioClient {
     fn provider(&self) -> &'static str {
         "twilio"
     }
@@ -369,10 +408,7 @@ impl super::rest::CallControl for TwilioClient {
         self.config.phone_number.as_deref()
     }
 
-    fn dial<'a>(
-        &'a self,
-        request: &'a super::rest::DialRequest,
-    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+    fn dial<'a>(&'a self, request: &'a DialRequest) -> BoxFuture<'a, Result<String, RestError>> {
         Box::pin(async move {
             let base = &request.public_url;
             let id = &request.record_id;
@@ -395,17 +431,13 @@ impl super::rest::CallControl for TwilioClient {
                 ("MachineDetection", "Enable"),
                 ("TimeLimit", time_limit.as_str()),
             ];
-            let (_, body) = super::rest::read_response(
-                "twilio",
-                self.post_form(format!("{}.json", self.calls_url()), &form)
-                    .send()
-                    .await,
-            )
-            .await?;
+            let url = self.account_url(&["Calls.json"])?;
+            let (_, body) =
+                read_response("twilio", self.post_form(url, &form).send().await).await?;
             body.get("sid")
                 .and_then(|s| s.as_str())
                 .map(str::to_owned)
-                .ok_or_else(|| super::rest::RestError::Unexpected {
+                .ok_or_else(|| RestError::Unexpected {
                     provider: "twilio",
                     detail: "no `sid` in the created call".into(),
                 })
@@ -417,12 +449,12 @@ impl super::rest::CallControl for TwilioClient {
         provider_call_id: &'a str,
         to: &'a str,
         _public_url: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+    ) -> BoxFuture<'a, Result<(), RestError>> {
         Box::pin(async move {
+            let url = self.call_url(provider_call_id)?;
             // New TwiML leaves <Connect><Stream>, which ends our stream, and dials.
             let twiml = Twilio.transfer_xml(to);
-            let url = format!("{}/{}.json", self.calls_url(), provider_call_id);
-            super::rest::read_response(
+            read_response(
                 "twilio",
                 self.post_form(url, &[("Twiml", twiml.as_str())])
                     .send()
@@ -433,18 +465,37 @@ impl super::rest::CallControl for TwilioClient {
         })
     }
 
+    fn call_status<'a>(
+        &'a self,
+        provider_call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RestError>> {
+        Box::pin(async move {
+            let url = self.call_url(provider_call_id)?;
+            let Some(call) =
+                read_optional("twilio", self.authed(self.http.get(url)).send().await).await?
+            else {
+                return Ok(None);
+            };
+            let status = call.get("status").and_then(|s| s.as_str());
+            status
+                .and_then(our_status)
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| RestError::Unexpected {
+                    provider: "twilio",
+                    detail: format!("call resource with unknown status {status:?}"),
+                })
+        })
+    }
+
     fn send_sms<'a>(
         &'a self,
         from: &'a str,
         to: &'a str,
         body: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<String, super::rest::RestError>> {
+    ) -> BoxFuture<'a, Result<String, RestError>> {
         Box::pin(async move {
-            let url = format!(
-                "{}/2010-04-01/Accounts/{}/Messages.json",
-                self.config.api_url, self.config.account_sid
-            );
-            let (_, answer) = super::rest::read_response(
+            let url = self.account_url(&["Messages.json"])?;
+            let (_, answer) = read_response(
                 "twilio",
                 self.post_form(url, &[("To", to), ("From", from), ("Body", body)])
                     .send()
@@ -463,21 +514,120 @@ impl super::rest::CallControl for TwilioClient {
         &'a self,
         provider_call_id: &'a str,
         live: bool,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), super::rest::RestError>> {
+    ) -> BoxFuture<'a, Result<(), RestError>> {
         Box::pin(async move {
+            let url = self.call_url(provider_call_id)?;
             // `completed` ends a live call; a queued or ringing one is `canceled`.
             let status = if live { "completed" } else { "canceled" };
-            let url = format!("{}/{}.json", self.calls_url(), provider_call_id);
-            match super::rest::read_response(
+            match read_response(
                 "twilio",
                 self.post_form(url, &[("Status", status)]).send().await,
             )
             .await
             {
                 Ok(_) => Ok(()),
-                Err(super::rest::RestError::Status { status: 404, .. }) => Ok(()),
+                Err(RestError::Status { status: 404, .. }) => Ok(()),
                 Err(e) => Err(e),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod rest_tests {
+    use super::*;
+    use crate::calls::store::CallStatus;
+
+    const SID: &str = "CA0123456789abcdef0123456789ABCDEF";
+
+    fn client(api_url: &str) -> TwilioClient {
+        let config = crate::config::TwilioConfig {
+            account_sid: "AC00000000000000000000000000000001".into(),
+            auth_token: crate::config::Secret::new("token"),
+            phone_number: None,
+            api_url: api_url.into(),
+        };
+        TwilioClient::new(
+            config,
+            crate::telephony::rest::http_client(std::time::Duration::from_secs(1)),
+        )
+    }
+
+    #[test]
+    fn call_sids_are_ca_and_32_hex_digits() {
+        assert!(is_call_sid(SID));
+        for bad in [
+            "",
+            "CA1",
+            "../Number/15550002222",
+            "CA0123456789abcdef0123456789abcdeg",  // not hex
+            "CA0123456789abcdef0123456789abcdef0", // 33 digits
+            "ca0123456789abcdef0123456789abcdef",  // prefix is upper case
+            "SM0123456789abcdef0123456789abcdef",  // a message, not a call
+            "CA0123456789abcdef012345678/../..",
+            "CA0123456789abcdef0123456789abcdé", // multi-byte, same byte length
+        ] {
+            assert!(!is_call_sid(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_forged_sid_is_refused_before_a_url_exists() {
+        let forged = "../../IncomingPhoneNumbers/PN1";
+        match client("https://api.twilio.com").call_url(forged) {
+            Err(RestError::InvalidId { provider, id, .. }) => {
+                assert_eq!((provider, id.as_str()), ("twilio", forged));
+            }
+            other => panic!("expected InvalidId, got {other:?}"),
+        }
+        let long = "x".repeat(10_000);
+        let error = client("https://api.twilio.com")
+            .call_url(&long)
+            .expect_err("refused");
+        assert!(error.to_string().len() < 400, "the log line stays short");
+        assert!(error.to_string().contains("no request was sent"), "{error}");
+    }
+
+    #[test]
+    fn call_urls_put_each_value_in_its_own_segment() {
+        let url = client("https://api.twilio.com").call_url(SID).unwrap();
+        assert_eq!(
+            url.as_str(),
+            format!(
+                "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000001/Calls/{SID}.json"
+            )
+        );
+        let mut odd = client("http://127.0.0.1:9/prefix");
+        odd.config.account_sid = "AC1/../x?y#z".into();
+        let url = odd.account_url(&["Calls.json"]).unwrap();
+        assert_eq!(
+            url.path(),
+            "/prefix/2010-04-01/Accounts/AC1%2F..%2Fx%3Fy%23z/Calls.json"
+        );
+        assert_eq!(url.query(), None);
+    }
+
+    #[test]
+    fn an_unusable_api_url_is_named() {
+        let error = client("not a url").call_url(SID).expect_err("refused");
+        assert!(error.to_string().contains("TWILIO_API_URL"), "{error}");
+    }
+
+    #[test]
+    fn every_twilio_call_status_maps_to_one_of_ours() {
+        for (twilio, ours) in [
+            ("queued", "queued"),
+            ("ringing", "ringing"),
+            ("in-progress", "in-progress"),
+            ("completed", "completed"),
+            ("busy", "busy"),
+            ("no-answer", "no-answer"),
+            ("failed", "failed"),
+            ("canceled", "canceled"),
+        ] {
+            assert_eq!(our_status(twilio), Some(ours));
+            assert!(ours.parse::<CallStatus>().is_ok(), "{ours}");
+        }
+        assert_eq!(our_status("paused"), None);
     }
 }
