@@ -114,7 +114,7 @@ fn live_machine(provider: Provider) -> CallMachine {
         started |= matches!(output, Output::Started(_));
     }
     assert!(started, "{}: start message not accepted", provider.name());
-    machine.open_session(SessionSetup {
+    machine.handle_session_setup(SessionSetup {
         model: "models/gemini-3.8-live".into(),
         voice: "Kore".into(),
         language: None,
@@ -126,7 +126,7 @@ fn live_machine(provider: Provider) -> CallMachine {
         connect |= matches!(output, Output::ConnectGemini(_));
     }
     assert!(connect, "no ConnectGemini after open_session");
-    machine.gemini_ready();
+    machine.handle_gemini_ready(Instant::now());
     while machine.poll_output().is_some() {}
     machine
 }

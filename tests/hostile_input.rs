@@ -24,8 +24,8 @@ fn live_machine(provider: &dyn Provider, start: &str) -> CallMachine {
         live_url: "ws://127.0.0.1:1".into(),
         setup_timeout: std::time::Duration::from_secs(1),
     };
-    machine.open_session(SessionSetup::new(&config, "p".into()));
-    machine.gemini_ready();
+    machine.handle_session_setup(SessionSetup::new(&config, "p".into()));
+    machine.handle_gemini_ready(Instant::now());
     while machine.poll_output().is_some() {}
     machine
 }

@@ -1,5 +1,7 @@
-//! The per-call bridge: a sans-I/O [`machine`] and the Tokio [`task`] that drives it.
+//! The per-call bridge: a sans-I/O [`machine`], the Tokio [`task`] that drives it, and the
+//! [`jobs`] that do a call's non-audio work beside it.
 
+pub mod jobs;
 pub mod machine;
 pub mod task;
 

@@ -1,5 +1,8 @@
-//! The Tokio task that runs one call: it pumps the phone socket, the Gemini socket and the
-//! machine's timer into a [`CallMachine`], and carries out what the machine asks for.
+//! The Tokio task that runs one call. It only moves bytes and timers: frames between the
+//! phone socket, the Gemini socket and the [`CallMachine`]; the machine's timer; finished
+//! [`jobs`](super::jobs) and the shutdown signal as inputs. Everything else — records, REST,
+//! tools — runs as a job whose result comes back as an input, so a slow database or
+//! provider never stops the audio.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,23 +12,21 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as PhoneMessage, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, Stream, StreamExt};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as GeminiMessage;
 use tracing::Instrument;
 
-use std::collections::HashMap;
-
-use serde_json::{Value, json};
-use tokio::task::{AbortHandle, JoinSet};
-
+use super::jobs::{self, AdmittedCall, JobDone, Jobs};
 use super::machine::{AfterPlayout, CallMachine, EndReason, Mode, Output};
+use crate::admission::LiveCall;
 use crate::app::App;
 use crate::calls::CallStatus;
 use crate::config::AgentKind;
+use crate::e164;
 use crate::gemini::protocol::FunctionCall;
-use crate::gemini::protocol::tool_response_message;
-use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
-use crate::telephony::{Direction, Provider, RECORD_PARAM, StreamStart, TOKEN_PARAM};
+use crate::gemini::{self, ConnectError, GeminiSocket};
+use crate::telephony::Provider;
 use crate::tools::{Builtin, CallerInfo, Tool};
 
 type PhoneSink = SplitSink<WebSocket, PhoneMessage>;
@@ -49,31 +50,30 @@ pub async fn run_call(socket: WebSocket, provider: &'static dyn Provider, app: A
         .await;
 }
 
+/// What is known about the call once its stream proved itself.
+struct Admitted {
+    /// Holds the call's admission slot until the task ends.
+    _live: LiveCall,
+    record: Option<String>,
+    caller: CallerInfo,
+    provider_call_id: String,
+    started_at: Instant,
+}
+
 struct CallTask {
     app: Arc<App>,
+    provider: &'static dyn Provider,
     machine: CallMachine,
     phone_tx: PhoneSink,
     phone_rx: SplitStream<WebSocket>,
+    /// False once the phone socket closed or a write to it failed: nothing more is sent.
+    phone_writable: bool,
     gemini_tx: Option<GeminiSink>,
     gemini_rx: Option<GeminiStream>,
     connecting: Option<Connecting>,
-    phone_open: bool,
-    /// Our call record, once the stream's parameters name it.
-    record_id: Option<String>,
-    started_at: Option<Instant>,
-    /// The provider's id for the call, for REST hang-up and transfer.
-    provider_call_id: Option<String>,
-    provider: &'static dyn Provider,
-    caller: CallerInfo,
-    /// Tool calls in flight; aborted with the call, so none outlives it.
-    tools: JoinSet<ToolResult>,
-    tool_aborts: HashMap<String, AbortHandle>,
-    /// The call's admission slot, held from a valid `start` to the end.
-    live: Option<crate::admission::LiveCall>,
+    jobs: Jobs,
+    call: Option<Admitted>,
 }
-
-/// A finished tool call: (call id, tool name, response for the model).
-type ToolResult = (String, String, Value);
 
 impl CallTask {
     fn new(socket: WebSocket, provider: &'static dyn Provider, app: Arc<App>) -> Self {
@@ -84,93 +84,161 @@ impl CallTask {
         let now = Instant::now().into_std();
         let mut machine = CallMachine::new(mode, provider.media_stream(), now);
         machine.set_call_deadline(now + app.config.max_call_duration);
+        machine.set_stall_timeout(app.config.limits.gemini_stall);
         let (phone_tx, phone_rx) = socket.split();
         Self {
             app,
+            provider,
             machine,
             phone_tx,
             phone_rx,
+            phone_writable: true,
             gemini_tx: None,
             gemini_rx: None,
             connecting: None,
-            phone_open: true,
-            record_id: None,
-            started_at: None,
-            provider_call_id: None,
-            provider,
-            caller: CallerInfo::default(),
-            tools: JoinSet::new(),
-            tool_aborts: HashMap::new(),
-            live: None,
+            jobs: Jobs::default(),
+            call: None,
         }
     }
 
     async fn run(mut self) {
+        let shutdown = self.app.shutdown.signal();
+        tokio::pin!(shutdown);
+        let mut shutdown_heard = false;
         let reason = loop {
             if let Some(reason) = self.carry_out().await {
                 break reason;
             }
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                frame = self.phone_rx.next() => match frame {
-                    Some(Ok(PhoneMessage::Text(text))) => self.machine.handle_phone_text(&text),
-                    Some(Ok(PhoneMessage::Binary(_))) => self.machine.handle_phone_binary(),
-                    Some(Ok(PhoneMessage::Close(_))) | None => {
-                        self.phone_open = false;
-                        self.machine.phone_closed(None);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        self.phone_open = false;
-                        self.machine.phone_closed(Some(e.to_string()));
-                    }
-                },
-                frame = next_or_pending(&mut self.gemini_rx) => match frame {
-                    Some(Ok(GeminiMessage::Binary(bytes))) => self.machine.handle_gemini_frame(&bytes, Instant::now().into_std()),
-                    Some(Ok(GeminiMessage::Text(text))) => self.machine.handle_gemini_frame(text.as_bytes(), Instant::now().into_std()),
-                    Some(Ok(GeminiMessage::Close(close))) => {
-                        let (code, reason) = close
-                            .map(|c| (u16::from(c.code), c.reason.to_string()))
-                            .unwrap_or((1005, String::new()));
-                        self.drop_gemini();
-                        self.machine.gemini_closed(code, reason);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        self.drop_gemini();
-                        self.machine.gemini_closed(1006, e.to_string());
-                    }
-                    None => {
-                        self.drop_gemini();
-                        self.machine.gemini_closed(1006, "connection ended".into());
-                    }
-                },
+                frame = self.phone_rx.next() => self.on_phone_frame(frame),
+                frame = next_or_pending(&mut self.gemini_rx) => self.on_gemini_frame(frame),
                 result = connect_or_pending(&mut self.connecting) => {
                     self.connecting = None;
-                    match result {
-                        Ok(socket) => {
-                            let (tx, rx) = socket.split();
-                            self.gemini_tx = Some(tx);
-                            self.gemini_rx = Some(rx);
-                            tracing::info!("Gemini session open");
-                            self.machine.gemini_ready();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not open a Gemini session");
-                            self.machine.gemini_failed(e.to_string());
-                        }
-                    }
+                    self.on_connected(result);
                 },
-                Some(done) = self.tools.join_next(), if !self.tools.is_empty() => {
-                    if let Ok((id, name, response)) = done {
-                        self.tool_aborts.remove(&id);
-                        self.answer_tool(&id, &name, &response, None);
-                    }
+                done = self.jobs.next() => self.on_job(done),
+                () = &mut shutdown, if !shutdown_heard => {
+                    shutdown_heard = true;
+                    self.machine.handle_shutdown();
                 },
-                () = sleep_until_or_pending(deadline) => self.machine.handle_timeout(Instant::now().into_std()),
+                () = sleep_until_or_pending(deadline) => {
+                    self.machine.handle_timeout(Instant::now().into_std());
+                },
             }
         };
         self.shut_down(&reason).await;
+    }
+
+    fn on_phone_frame(&mut self, frame: Option<Result<PhoneMessage, axum::Error>>) {
+        match frame {
+            Some(Ok(PhoneMessage::Text(text))) => self.machine.handle_phone_text(&text),
+            Some(Ok(PhoneMessage::Binary(_))) => self.machine.handle_phone_binary(),
+            Some(Ok(PhoneMessage::Close(_))) | None => {
+                self.phone_writable = false;
+                self.machine.handle_phone_closed(None);
+            }
+            Some(Ok(_)) => {}
+            // A protocol error (an oversized message, say) leaves the socket writable, so
+            // the provider still gets a close frame saying why.
+            Some(Err(e)) => self.machine.handle_phone_closed(Some(e.to_string())),
+        }
+    }
+
+    fn on_gemini_frame(
+        &mut self,
+        frame: Option<Result<GeminiMessage, tokio_tungstenite::tungstenite::Error>>,
+    ) {
+        let now = Instant::now().into_std();
+        match frame {
+            Some(Ok(GeminiMessage::Binary(bytes))) => self.machine.handle_gemini_frame(&bytes, now),
+            Some(Ok(GeminiMessage::Text(text))) => {
+                self.machine.handle_gemini_frame(text.as_bytes(), now)
+            }
+            Some(Ok(GeminiMessage::Close(close))) => {
+                let (code, reason) = close
+                    .map(|c| (u16::from(c.code), c.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                self.drop_gemini();
+                self.machine.handle_gemini_closed(code, reason);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                self.drop_gemini();
+                self.machine.handle_gemini_closed(1006, e.to_string());
+            }
+            None => {
+                self.drop_gemini();
+                self.machine
+                    .handle_gemini_closed(1006, "connection ended".into());
+            }
+        }
+    }
+
+    fn on_connected(&mut self, result: Result<GeminiSocket, ConnectError>) {
+        let now = Instant::now().into_std();
+        match result {
+            Ok(socket) => {
+                let (tx, rx) = socket.split();
+                self.gemini_tx = Some(tx);
+                self.gemini_rx = Some(rx);
+                tracing::info!("Gemini session open");
+                self.machine.handle_gemini_ready(now);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open a Gemini session");
+                self.machine.handle_gemini_failed(e.to_string(), now);
+            }
+        }
+    }
+
+    fn on_job(&mut self, done: JobDone) {
+        let now = Instant::now().into_std();
+        match done {
+            JobDone::Started(Ok(call)) => self.on_admitted(*call),
+            JobDone::Started(Err(reason)) => {
+                tracing::warn!(%reason, "refusing the media stream");
+                self.machine.finish(reason);
+            }
+            JobDone::Tool { id, name, response } => {
+                self.answer_tool(&id, &name, &response, None, now);
+            }
+            JobDone::HungUp => self.machine.finish(EndReason::AgentHungUp),
+            JobDone::Transferred {
+                to,
+                tool_call,
+                result,
+            } => match result {
+                Ok(()) => {
+                    tracing::info!(%to, "call transferred");
+                    self.machine.finish(EndReason::Transferred(to));
+                }
+                Err(why) => {
+                    tracing::warn!(%why, "transfer failed");
+                    let error = json!({"error": format!("the transfer failed: {why}")});
+                    self.answer_tool(&tool_call, "transfer_call", &error, None, now);
+                }
+            },
+        }
+    }
+
+    fn on_admitted(&mut self, call: AdmittedCall) {
+        tracing::info!(
+            record = call.record.as_deref().unwrap_or(""),
+            from = %call.caller.from,
+            to = %call.caller.to,
+            "call started"
+        );
+        if let Some(setup) = call.setup {
+            self.machine.handle_session_setup(setup);
+        }
+        self.call = Some(Admitted {
+            _live: call.live,
+            record: call.record,
+            caller: call.caller,
+            provider_call_id: call.provider_call_id,
+            started_at: Instant::now(),
+        });
     }
 
     /// Carries out every queued command; returns the end reason once the call is over.
@@ -181,24 +249,21 @@ impl CallTask {
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Phone(text) => {
-                    if self.phone_open {
-                        if let Err(e) = self.phone_tx.feed(PhoneMessage::Text(text.into())).await {
-                            self.phone_open = false;
-                            self.machine.phone_closed(Some(e.to_string()));
-                        }
-                        phone_dirty = true;
+                    if self.phone_writable {
+                        let sent = self.write_phone(PhoneMessage::Text(text.into())).await;
+                        phone_dirty |= sent;
                     }
                 }
                 Output::Gemini(text) => {
-                    if let Some(tx) = &mut self.gemini_tx {
-                        if let Err(e) = tx.feed(GeminiMessage::text(text)).await {
-                            self.drop_gemini();
-                            self.machine.gemini_closed(1006, e.to_string());
-                        }
-                        gemini_dirty = true;
+                    if self.gemini_tx.is_some() {
+                        gemini_dirty |= self.write_gemini(Some(GeminiMessage::text(text))).await;
                     }
                 }
-                Output::Started(start) => self.on_started(start).await,
+                Output::Started(start) => {
+                    tracing::Span::current().record("call_id", start.call_id.as_str());
+                    self.jobs
+                        .spawn(jobs::admit_stream(Arc::clone(&self.app), start));
+                }
                 Output::ConnectGemini(setup) => {
                     if let Some(config) = self.app.config.gemini.clone() {
                         self.connecting =
@@ -210,7 +275,7 @@ impl CallTask {
                 Output::CloseGemini => self.close_gemini().await,
                 Output::Transcript(speaker, text) => {
                     tracing::info!(speaker = speaker.as_str(), %text, "transcript");
-                    if let Some(id) = &self.record_id {
+                    if let Some(id) = self.record() {
                         self.app.recorder.transcript(id, speaker.as_str(), &text);
                     }
                 }
@@ -221,82 +286,86 @@ impl CallTask {
                 }
                 Output::CancelToolCalls(ids) => {
                     for id in ids {
-                        if let Some(handle) = self.tool_aborts.remove(&id) {
+                        if self.jobs.cancel_tool(&id) {
                             tracing::info!(%id, "tool call cancelled");
-                            handle.abort();
                         }
                     }
                 }
-                Output::PlayedOut(action) => self.carry_out_after_playout(action).await,
+                Output::PlayedOut(action) => self.after_playout(action),
                 Output::End(reason) => ended = Some(reason),
             }
         }
-        if phone_dirty
-            && self.phone_open
-            && let Err(e) = self.phone_tx.flush().await
-        {
-            self.phone_open = false;
-            tracing::debug!(error = %e, "phone socket flush failed");
+        if phone_dirty && self.phone_writable {
+            self.flush_phone().await;
         }
-        if gemini_dirty
-            && let Some(tx) = &mut self.gemini_tx
-            && let Err(e) = tx.flush().await
-        {
-            tracing::debug!(error = %e, "Gemini socket flush failed");
+        if gemini_dirty {
+            self.write_gemini(None).await;
         }
         ended
     }
 
-    async fn on_started(&mut self, start: StreamStart) {
-        tracing::Span::current().record("call_id", start.call_id.as_str());
-        let token = start.params.get(TOKEN_PARAM).map_or("", String::as_str);
-        if !self.app.stream_tokens.verify(&start.call_id, token) {
-            tracing::warn!("refusing a media stream without a valid token from our answer webhook");
-            self.machine.finish(EndReason::Unauthorized);
-            return;
-        }
-        let record = start.params.get(RECORD_PARAM).cloned();
-        let key = record.as_deref().unwrap_or(&start.call_id);
-        match self
-            .app
-            .admission
-            .admit(key, record.clone(), std::time::Instant::now())
-        {
-            Ok(live) => self.live = Some(live),
-            Err(full) => {
-                tracing::warn!(%full, "refusing a media stream: the server is at its call limit");
-                self.machine.finish(EndReason::Unauthorized);
-                return;
+    /// Sends one phone message within the write deadline; a peer that does not drain in
+    /// time ends the call. Returns whether the message was queued.
+    async fn write_phone(&mut self, message: PhoneMessage) -> bool {
+        let limit = self.app.config.limits.stream_write_timeout;
+        match with_deadline(limit, self.phone_tx.feed(message)).await {
+            Ok(()) => true,
+            Err(why) => {
+                self.phone_writable = false;
+                self.machine
+                    .handle_phone_closed(Some(format!("writing to the phone: {why}")));
+                false
             }
         }
-        self.started_at = Some(Instant::now());
-        self.record_id = record;
-        self.provider_call_id = Some(start.call_id.clone());
-        let param = |key: &str| start.params.get(key).cloned().unwrap_or_default();
-        self.caller = CallerInfo {
-            from: param("from"),
-            to: param("to"),
-            direction: param("direction"),
-        };
-        tracing::info!(
-            stream_id = %start.stream_id,
-            record = self.record_id.as_deref().unwrap_or(""),
-            from = start.params.get("from").map_or("", String::as_str),
-            to = start.params.get("to").map_or("", String::as_str),
-            "call started"
-        );
-        if let Some(config) = &self.app.config.gemini {
-            let prompt = system_prompt(&Arc::clone(&self.app), self.record_id.clone()).await;
-            let mut setup = SessionSetup::new(config, prompt);
-            setup.function_declarations = self.app.tools.declarations();
-            self.machine.open_session(setup);
+    }
+
+    async fn flush_phone(&mut self) {
+        let limit = self.app.config.limits.stream_write_timeout;
+        if let Err(why) = with_deadline(limit, self.phone_tx.flush()).await {
+            self.phone_writable = false;
+            self.machine
+                .handle_phone_closed(Some(format!("writing to the phone: {why}")));
         }
     }
+
+    /// Sends one Gemini message (or flushes, with `None`) within the write deadline; a
+    /// Gemini that does not drain in time counts as a dropped connection (and is resumed).
+    async fn write_gemini(&mut self, message: Option<GeminiMessage>) -> bool {
+        let limit = self.app.config.limits.stream_write_timeout;
+        let Some(tx) = &mut self.gemini_tx else {
+            return false;
+        };
+        let written = match message {
+            Some(message) => with_deadline(limit, tx.feed(message)).await,
+            None => with_deadline(limit, tx.flush()).await,
+        };
+        match written {
+            Ok(()) => true,
+            Err(why) => {
+                self.drop_gemini();
+                self.machine
+                    .handle_gemini_closed(1006, format!("writing to Gemini: {why}"));
+                false
+            }
+        }
+    }
+
+    fn record(&self) -> Option<&str> {
+        self.call.as_ref().and_then(|c| c.record.as_deref())
+    }
+
+    fn provider_call_id(&self) -> String {
+        self.call
+            .as_ref()
+            .map(|c| c.provider_call_id.clone())
+            .unwrap_or_default()
+    }
+
     /// Starts one tool call: built-ins that change the call act through the machine; the
-    /// others run concurrently and answer when done.
+    /// others run as jobs and answer when done.
     fn start_tool(&mut self, call: FunctionCall) {
         tracing::info!(tool = %call.name, id = %call.id, args = %call.args, "tool called");
-        if let Some(record) = &self.record_id {
+        if let Some(record) = self.record() {
             self.app.recorder.tool(
                 record,
                 &call.name,
@@ -314,17 +383,17 @@ impl CallTask {
             None => {
                 tracing::warn!(tool = %call.name, "model called a tool that is not offered");
                 let error = json!({"error": format!("no tool named `{}` is available on this call", call.name)});
-                self.answer_tool(&call.id, &call.name, &error, None);
+                self.answer_tool(&call.id, &call.name, &error, None, now);
             }
             Some(Tool::Builtin(Builtin::EndCall)) => {
                 let result =
                     json!({"result": "The call will end once your goodbye has been heard."});
-                self.answer_tool(&call.id, &call.name, &result, Some("SILENT"));
-                self.machine.after_playout(AfterPlayout::HangUp, now);
+                self.answer_tool(&call.id, &call.name, &result, Some("SILENT"), now);
+                self.machine.handle_after_playout(AfterPlayout::HangUp, now);
             }
             Some(Tool::Builtin(Builtin::TransferCall)) => {
                 match self.app.tools.transfer_target(arg("number").as_deref()) {
-                    Ok(to) => self.machine.after_playout(
+                    Ok(to) => self.machine.handle_after_playout(
                         AfterPlayout::Transfer {
                             to,
                             call_id: call.id,
@@ -332,125 +401,89 @@ impl CallTask {
                         now,
                     ),
                     Err(why) => {
-                        self.answer_tool(&call.id, &call.name, &json!({"error": why}), None)
+                        self.answer_tool(&call.id, &call.name, &json!({"error": why}), None, now)
                     }
                 }
             }
             Some(Tool::Builtin(Builtin::SendSms)) => {
-                let control = self.app.providers.control(self.provider.name());
-                let from = control
-                    .as_ref()
-                    .and_then(|c| c.default_from().map(str::to_owned));
                 let target = self
                     .app
                     .tools
                     .sms_target(arg("to").as_deref(), &self.caller_number());
                 let body = arg("body").unwrap_or_default();
-                let (id, name) = (call.id.clone(), call.name.clone());
-                let task = async move {
-                    let response = match (control, from, target) {
-                        (_, _, Err(why)) => json!({"error": why}),
-                        (None, _, _) | (_, None, _) => {
-                            json!({"error": "texting is not set up on this line"})
-                        }
-                        _ if body.trim().is_empty() => {
-                            json!({"error": "the message body is empty"})
-                        }
-                        (Some(control), Some(from), Ok(to)) => match control
-                            .send_sms(&from, &to, &body)
-                            .await
-                        {
-                            Ok(message_id) => {
-                                json!({"result": "sent", "to": to, "message_id": message_id})
-                            }
-                            Err(e) => json!({"error": format!("the text could not be sent: {e}")}),
-                        },
-                    };
-                    (id, name, response)
-                };
-                let handle = self.tools.spawn(task);
-                self.tool_aborts.insert(call.id, handle);
+                let job = jobs::send_sms(
+                    Arc::clone(&self.app),
+                    self.provider.name(),
+                    target,
+                    body,
+                    call.id.clone(),
+                    call.name,
+                );
+                self.jobs.spawn_tool(call.id, job);
             }
             Some(Tool::Http(tool)) => {
                 let http = self.app.http.clone();
                 let call_id = self
-                    .record_id
-                    .clone()
-                    .or_else(|| self.provider_call_id.clone())
+                    .record()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| self.provider_call_id());
+                let caller = self
+                    .call
+                    .as_ref()
+                    .map(|c| c.caller.clone())
                     .unwrap_or_default();
-                let caller = self.caller.clone();
                 let (id, name, args) = (call.id.clone(), call.name, call.args);
-                let handle = self.tools.spawn(async move {
+                self.jobs.spawn_tool(call.id, async move {
                     let response = tool.call(&http, &call_id, &args, &caller).await;
-                    (id, name, response)
+                    JobDone::Tool { id, name, response }
                 });
-                self.tool_aborts.insert(call.id, handle);
             }
         }
     }
 
-    fn answer_tool(&mut self, id: &str, name: &str, response: &Value, scheduling: Option<&str>) {
+    fn answer_tool(
+        &mut self,
+        id: &str,
+        name: &str,
+        response: &Value,
+        scheduling: Option<&str>,
+        now: std::time::Instant,
+    ) {
         tracing::info!(tool = %name, %id, %response, "tool answered");
-        if let Some(record) = &self.record_id {
+        if let Some(record) = self.record() {
             self.app
                 .recorder
                 .tool(record, name, json!({"id": id, "response": response}));
         }
         self.machine
-            .send_to_gemini(tool_response_message(id, name, response, scheduling));
-        self.machine.tool_answered(id);
+            .handle_tool_result(id, name, response, scheduling, now);
     }
 
-    /// The caller's own number in E.164 (the other party of an outbound call).
+    /// The other party's number in E.164 (the callee of an outbound call), as the answer
+    /// webhook vouched for it; empty when unknown.
     fn caller_number(&self) -> String {
-        let number = if self.caller.direction == "outbound" {
-            &self.caller.to
-        } else {
-            &self.caller.from
+        let Some(call) = &self.call else {
+            return String::new();
         };
-        match number.as_str() {
-            "" => String::new(),
-            n if n.starts_with('+') => n.to_owned(),
-            n => format!("+{n}"),
-        }
+        let number = if call.caller.direction == "outbound" {
+            &call.caller.to
+        } else {
+            &call.caller.from
+        };
+        e164::normalize(number).unwrap_or_default()
     }
 
-    async fn carry_out_after_playout(&mut self, action: AfterPlayout) {
-        let control = self.app.providers.control(self.provider.name());
-        let call_id = self.provider_call_id.clone().unwrap_or_default();
+    fn after_playout(&mut self, action: AfterPlayout) {
+        let (app, provider, call_id) = (
+            Arc::clone(&self.app),
+            self.provider.name(),
+            self.provider_call_id(),
+        );
         match action {
-            AfterPlayout::HangUp => {
-                // Closing the stream ends the call too; the REST hang-up makes it certain.
-                if let Some(control) = control
-                    && let Err(e) = control.hang_up(&call_id, true).await
-                {
-                    tracing::warn!(error = %e, "REST hang-up failed; closing the stream instead");
-                }
-                self.machine.finish(EndReason::AgentHungUp);
-            }
-            AfterPlayout::Transfer {
-                to,
-                call_id: tool_call,
-            } => {
-                let result = match control {
-                    Some(control) => control
-                        .transfer(&call_id, &to, &self.app.config.public_url)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    None => Err("transfers are not set up on this line".to_owned()),
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(%to, "call transferred");
-                        self.machine.finish(EndReason::Transferred(to));
-                    }
-                    Err(why) => {
-                        tracing::warn!(%why, "transfer failed");
-                        let error = json!({"error": format!("the transfer failed: {why}")});
-                        self.answer_tool(&tool_call, "transfer_call", &error, None);
-                    }
-                }
-            }
+            AfterPlayout::HangUp => self.jobs.spawn(jobs::hang_up(app, provider, call_id)),
+            AfterPlayout::Transfer { to, call_id: tool } => self
+                .jobs
+                .spawn(jobs::transfer(app, provider, call_id, to, tool)),
         }
     }
 
@@ -467,17 +500,21 @@ impl CallTask {
     }
 
     async fn shut_down(mut self, reason: &EndReason) {
-        tracing::info!(%reason, "call ended");
-        if let Some(id) = &self.record_id {
-            let seconds = self.started_at.map(|t| t.elapsed().as_secs() as i64);
-            self.app.recorder.finish(id, seconds, reason.to_string());
+        tracing::info!(%reason, dropped_caller_frames = self.machine.dropped_caller_frames(), "call ended");
+        if let Some(call) = &self.call
+            && let Some(id) = &call.record
+        {
+            let seconds = call.started_at.elapsed().as_secs() as i64;
+            self.app
+                .recorder
+                .finish(id, Some(seconds), reason.to_string());
             self.app.recorder.status(id, CallStatus::Completed);
         }
         self.connecting = None;
         self.close_gemini().await;
-        if self.phone_open {
+        if self.phone_writable {
             let close = PhoneMessage::Close(Some(CloseFrame {
-                code: 1000,
+                code: reason.close_code(),
                 reason: truncate(&reason.to_string(), 120).into(),
             }));
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -486,6 +523,21 @@ impl CallTask {
             })
             .await;
         }
+    }
+}
+
+/// Runs a socket write, failing when it takes longer than `limit` or errs.
+async fn with_deadline<E: std::fmt::Display>(
+    limit: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the peer stopped reading for {} ms",
+            limit.as_millis()
+        )),
     }
 }
 
@@ -518,33 +570,5 @@ async fn sleep_until_or_pending(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The rendered prompt of an outbound call's record, or the inbound prompt.
-async fn system_prompt(app: &App, record_id: Option<String>) -> String {
-    let Some(id) = record_id else {
-        return app.inbound_prompt.clone();
-    };
-    let record = match app.store.get(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            tracing::warn!(record = %id, "stream names an unknown call record; using the inbound prompt");
-            return app.inbound_prompt.clone();
-        }
-        Err(error) => {
-            tracing::error!(%error, "could not read the call record; using the inbound prompt");
-            return app.inbound_prompt.clone();
-        }
-    };
-    match (&record.direction, &record.prompt) {
-        (Direction::Outbound, Some(name)) => match app.prompts.render(name, &record.vars) {
-            Ok(prompt) => prompt,
-            Err(error) => {
-                tracing::error!(%error, "could not render the call's prompt; using the inbound prompt");
-                app.inbound_prompt.clone()
-            }
-        },
-        _ => app.inbound_prompt.clone(),
     }
 }

@@ -1,0 +1,586 @@
+//! The per-call state machine, free of I/O.
+//!
+//! It takes inputs — a text frame from the phone, a frame from Gemini, a session opened or
+//! lost, a tool's result, a timer, the shutdown signal — and queues commands: frames for the
+//! phone, messages for Gemini, "open a session", "end the call". The task in
+//! [`super::task`] only pumps sockets, jobs and timers, so barge-in, turn-taking,
+//! reconnects and watchdogs are tested here without a socket.
+//!
+//! The machine is made of sub-machines, one per concern — [`caller::CallerAudio`],
+//! [`playout::Playout`], [`session::Session`], [`transcript::Transcript`] — sharing one
+//! [`outbox::Outbox`] of commands and one [`timers::Timers`] table.
+
+mod caller;
+mod outbox;
+mod playout;
+mod session;
+mod timers;
+mod transcript;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use caller::{INPUT_WINDOW, MAX_FRAME_BYTES};
+pub use playout::PLAYOUT_TIMEOUT;
+pub use session::{DEFAULT_STALL_TIMEOUT, MAX_RECONNECT_ATTEMPTS};
+pub use timers::Timer;
+pub use types::{AfterPlayout, EndReason, Mode, Output, Speaker};
+
+use caller::{CallerAudio, Route, WindowVerdict};
+use outbox::Outbox;
+use playout::Playout;
+use session::{GO_AWAY_MARGIN, Session};
+use timers::Timers;
+use transcript::Transcript;
+
+use crate::audio::PHONE_FRAME_BYTES;
+use crate::gemini::SessionSetup;
+use crate::gemini::protocol::{self, ServerContent, ServerMessage};
+use crate::telephony::{MediaStream, PhoneCommand, PhoneEvent, StreamStart};
+
+/// How long the provider may take to send `start` after the socket opens.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A live provider streams audio every 20 ms; this long with no message means the stream
+/// is dead even if its socket is not closed.
+pub const PHONE_SILENCE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bad messages logged per call before the log is sampled.
+const LOGGED_BAD_MESSAGES: u32 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingStart,
+    /// `start` arrived; the task is checking it and choosing the session setup.
+    AwaitingSetup,
+    Connecting,
+    Live,
+    Reconnecting,
+    Ended,
+}
+
+/// One call's bridge logic.
+pub struct CallMachine {
+    mode: Mode,
+    phase: Phase,
+    out: Outbox,
+    timers: Timers,
+    caller: CallerAudio,
+    playout: Playout,
+    session: Session,
+    transcript: Transcript,
+    /// Ids of blocking tool calls not yet answered; caller audio is held meanwhile.
+    blocking_tools: Vec<String>,
+    /// Whether the phone sent anything since the last silence check (cheaper than reading
+    /// the clock on every frame).
+    phone_heard: bool,
+    bad_messages: u32,
+}
+
+impl CallMachine {
+    /// A machine for a stream that has just opened at `now`.
+    pub fn new(mode: Mode, stream: Box<dyn MediaStream>, now: Instant) -> Self {
+        let mut timers = Timers::default();
+        timers.set(Timer::Start, now + START_TIMEOUT);
+        timers.set(Timer::PhoneSilence, now + PHONE_SILENCE_TIMEOUT);
+        timers.set(Timer::InputWindow, now + INPUT_WINDOW);
+        Self {
+            mode,
+            phase: Phase::AwaitingStart,
+            out: Outbox::new(stream),
+            timers,
+            caller: CallerAudio::default(),
+            playout: Playout::default(),
+            session: Session::default(),
+            transcript: Transcript::default(),
+            blocking_tools: Vec::new(),
+            phone_heard: false,
+            bad_messages: 0,
+        }
+    }
+
+    /// Ends the call at `deadline` whatever is happening then.
+    pub fn set_call_deadline(&mut self, deadline: Instant) {
+        self.timers.set(Timer::CallLimit, deadline);
+    }
+
+    /// How long the model may stay silent when it owes the caller an answer.
+    pub fn set_stall_timeout(&mut self, timeout: Duration) {
+        self.session.stall_timeout = timeout;
+    }
+
+    /// The next queued command, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// True once the call has ended; nothing more will be queued.
+    pub fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// True while the agent's audio is being sent and has not finished or been cut off.
+    pub fn agent_speaking(&self) -> bool {
+        self.playout.speaking()
+    }
+
+    /// Caller frames dropped so far for being oversized or over the real-time budget.
+    pub fn dropped_caller_frames(&self) -> u64 {
+        self.caller.guard.dropped_frames
+    }
+
+    /// A text frame from the phone.
+    pub fn handle_phone_text(&mut self, text: &str) {
+        if self.is_ended() {
+            return;
+        }
+        self.phone_heard = true;
+        let route = self.caller_route();
+        let event = match self.out.stream.parse(text) {
+            Ok(event) => event,
+            Err(error) => {
+                let n = self.note_bad_message();
+                if n <= LOGGED_BAD_MESSAGES || n.is_power_of_two() {
+                    tracing::warn!(%error, bad_messages = n, "ignoring bad message from phone");
+                }
+                return;
+            }
+        };
+        match event {
+            PhoneEvent::Audio(mulaw) => {
+                if let Some(message) = self.caller.accept(mulaw, route) {
+                    self.out.gemini(message);
+                } else if route == Route::Echo {
+                    self.play_echo();
+                }
+            }
+            PhoneEvent::Started(start) => self.on_started(start),
+            PhoneEvent::Dtmf(digit) => tracing::info!(%digit, "caller pressed a key"),
+            PhoneEvent::MarkPlayed(name) => {
+                tracing::debug!(%name, "playback reached mark");
+                if let Some(action) = self.playout.mark_played(&name, &mut self.timers) {
+                    self.out.push(Output::PlayedOut(action));
+                }
+            }
+            PhoneEvent::Cleared => tracing::debug!("provider cleared playback"),
+            PhoneEvent::Stopped => self.end(EndReason::CallerHungUp),
+            PhoneEvent::Ignored => {}
+        }
+    }
+
+    /// A binary frame from the phone: providers send none, so it is logged and dropped.
+    pub fn handle_phone_binary(&mut self) {
+        let n = self.note_bad_message();
+        if n <= LOGGED_BAD_MESSAGES {
+            tracing::warn!("ignoring binary frame from phone");
+        }
+    }
+
+    /// The phone socket ended or failed (a failed or timed-out write included).
+    pub fn handle_phone_closed(&mut self, error: Option<String>) {
+        self.end(match error {
+            Some(e) => EndReason::PhoneError(e),
+            None => EndReason::CallerHungUp,
+        });
+    }
+
+    /// The task has checked the stream and chosen the session's setup (Gemini mode).
+    pub fn handle_session_setup(&mut self, setup: SessionSetup) {
+        if self.phase != Phase::AwaitingSetup {
+            return;
+        }
+        self.session.setup = Some(setup);
+        self.phase = Phase::Connecting;
+        self.connect();
+    }
+
+    /// The Gemini session asked for is open (`setupComplete` arrived) at `now`.
+    pub fn handle_gemini_ready(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Connecting | Phase::Reconnecting) {
+            return;
+        }
+        let resumed = self.phase == Phase::Reconnecting;
+        self.phase = Phase::Live;
+        self.session.opened();
+        if !self.session.greeted {
+            self.session.greeted = true;
+            if let Some(setup) = &self.session.setup {
+                self.out.gemini(setup.greeting_message());
+                // The model owes the caller a greeting.
+                self.arm_stall(now);
+            }
+        } else if resumed && self.timers.get(Timer::Stall).is_none() && self.session.stall_resumed {
+            // Resumed because the model went quiet: it still owes an answer.
+            self.arm_stall(now);
+        }
+        self.release_held_audio();
+    }
+
+    /// Opening a Gemini session failed at `now`.
+    pub fn handle_gemini_failed(&mut self, why: String, now: Instant) {
+        if !matches!(self.phase, Phase::Connecting | Phase::Reconnecting) {
+            return;
+        }
+        if self.phase == Phase::Reconnecting && self.session.can_retry() {
+            let delay = self.session.retry_delay();
+            tracing::warn!(%why, attempt = self.session.attempts(), retry_in_ms = delay.as_millis() as u64, "resuming the Gemini session failed; retrying");
+            self.timers.set(Timer::ResumeRetry, now + delay);
+            return;
+        }
+        self.end(EndReason::GeminiUnavailable(why));
+    }
+
+    /// The live Gemini socket closed (close frame, error or EOF).
+    pub fn handle_gemini_closed(&mut self, code: u16, reason: String) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        if self.session.can_resume_after(code, &reason) {
+            tracing::warn!(code, %reason, "Gemini connection lost; resuming the session");
+            self.resume();
+            return;
+        }
+        self.end(EndReason::GeminiClosed { code, reason });
+    }
+
+    /// A frame (text or binary JSON) from Gemini, received at `now`.
+    pub fn handle_gemini_frame(&mut self, frame: &[u8], now: Instant) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        let message: ServerMessage<'_> = match serde_json::from_slice(frame) {
+            Ok(m) => m,
+            Err(error) => {
+                let n = self.note_bad_message();
+                if n <= LOGGED_BAD_MESSAGES || n.is_power_of_two() {
+                    tracing::warn!(%error, "ignoring unreadable message from Gemini");
+                }
+                return;
+            }
+        };
+        // One message can carry several of these; handle each, never else-if.
+        if let Some(content) = message.server_content {
+            self.on_server_content(content, now);
+        }
+        if let Some(call) = message.tool_call
+            && !call.function_calls.is_empty()
+        {
+            // The model is waiting for us now, not the other way round.
+            self.model_answered();
+            if self
+                .session
+                .setup
+                .as_ref()
+                .is_some_and(SessionSetup::tools_block)
+            {
+                self.blocking_tools
+                    .extend(call.function_calls.iter().map(|c| c.id.clone()));
+            }
+            self.out.push(Output::ToolCalls(call.function_calls));
+        }
+        if let Some(cancel) = message.tool_call_cancellation
+            && !cancel.ids.is_empty()
+        {
+            for id in &cancel.ids {
+                self.unblock_tool(id);
+            }
+            self.out.push(Output::CancelToolCalls(cancel.ids));
+        }
+        if let Some(update) = message.session_resumption_update
+            && update.resumable
+            && let Some(handle) = update.new_handle.filter(|h| !h.is_empty())
+        {
+            self.session.set_handle(handle);
+        }
+        if let Some(go_away) = message.go_away {
+            let left = go_away.seconds_left().unwrap_or(10.0);
+            tracing::info!(
+                seconds_left = left,
+                "Gemini will close this connection; resuming at the next pause"
+            );
+            self.session.resume_wanted = true;
+            let left = Duration::from_secs_f64(left.clamp(0.0, 3_600.0));
+            self.timers
+                .set(Timer::GoAway, now + left.saturating_sub(GO_AWAY_MARGIN));
+            if !self.playout.speaking() {
+                self.resume();
+            }
+        }
+    }
+
+    /// A tool call finished at `now`: its response goes to the model (with `scheduling`, e.g.
+    /// `SILENT`, for non-blocking models), and audio held for blocking calls flows again once
+    /// none is pending.
+    pub fn handle_tool_result(
+        &mut self,
+        id: &str,
+        name: &str,
+        response: &Value,
+        scheduling: Option<&str>,
+        now: Instant,
+    ) {
+        if self.phase == Phase::Live {
+            self.out.gemini(protocol::tool_response_message(
+                id, name, response, scheduling,
+            ));
+            if scheduling != Some("SILENT") {
+                // The model owes the caller what it learned.
+                self.arm_stall(now);
+            }
+        }
+        self.unblock_tool(id);
+    }
+
+    /// Carries out `action` once what the agent is saying has played to the caller.
+    pub fn handle_after_playout(&mut self, action: AfterPlayout, now: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        self.playout
+            .after(action, now, &mut self.timers, &mut self.out);
+    }
+
+    /// The server is shutting down: the call ends now, with that reason on its record.
+    pub fn handle_shutdown(&mut self) {
+        self.end(EndReason::ServerShutdown);
+    }
+
+    /// Ends the call for `reason` (the task's verdict: a refused stream, a hang-up or
+    /// transfer carried out).
+    pub fn finish(&mut self, reason: EndReason) {
+        self.end(reason);
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while !self.is_ended()
+            && let Some(timer) = self.timers.pop_due(now)
+        {
+            self.on_timer(timer, now);
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::Start => {
+                if self.phase == Phase::AwaitingStart {
+                    self.end(EndReason::NoStart);
+                }
+            }
+            Timer::CallLimit => self.end(EndReason::MaxDuration),
+            Timer::PhoneSilence => {
+                if !std::mem::take(&mut self.phone_heard) {
+                    self.end(EndReason::PhoneSilent);
+                } else {
+                    self.timers
+                        .set(Timer::PhoneSilence, now + PHONE_SILENCE_TIMEOUT);
+                }
+            }
+            Timer::InputWindow => {
+                if self.caller.guard.close_window() == WindowVerdict::Flood {
+                    tracing::warn!(
+                        dropped_frames = self.caller.guard.dropped_frames,
+                        "the phone stream keeps sending audio far faster than real time"
+                    );
+                    self.end(EndReason::AudioFlood);
+                } else {
+                    self.timers.set(Timer::InputWindow, now + INPUT_WINDOW);
+                }
+            }
+            Timer::GoAway => {
+                if self.session.resume_wanted {
+                    self.resume();
+                }
+            }
+            Timer::ResumeRetry => {
+                if self.phase == Phase::Reconnecting {
+                    self.connect();
+                }
+            }
+            Timer::Stall => self.on_stall(),
+            Timer::Playout => {
+                tracing::warn!("no playback acknowledgement in time; going ahead");
+                if let Some(action) = self.playout.timed_out(&mut self.timers) {
+                    self.out.push(Output::PlayedOut(action));
+                }
+            }
+        }
+    }
+
+    /// The model owed an answer and said nothing: resume once, then give up.
+    fn on_stall(&mut self) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        if !self.session.stall_resumed && self.session.can_resume_after(1011, "") {
+            tracing::warn!(
+                stall_seconds = self.session.stall_timeout.as_secs(),
+                "Gemini went quiet; resuming the session"
+            );
+            self.session.stall_resumed = true;
+            self.resume();
+            return;
+        }
+        tracing::warn!("Gemini went quiet again after a resumption; ending the call");
+        self.end(EndReason::GeminiStalled);
+    }
+
+    fn on_started(&mut self, start: StreamStart) {
+        if self.phase != Phase::AwaitingStart {
+            return;
+        }
+        self.timers.clear(Timer::Start);
+        self.phase = match self.mode {
+            Mode::Echo => Phase::Live,
+            Mode::Gemini => Phase::AwaitingSetup,
+        };
+        self.out.push(Output::Started(start));
+    }
+
+    fn on_server_content(&mut self, content: ServerContent<'_>, now: Instant) {
+        if let Some(turn) = content.model_turn {
+            for part in turn.parts {
+                let Some(blob) = part.inline_data else {
+                    continue;
+                };
+                if part.thought
+                    || !blob
+                        .mime_type
+                        .as_deref()
+                        .is_none_or(|m| m.starts_with("audio/pcm"))
+                {
+                    continue;
+                }
+                if !self.playout.speaking() {
+                    // The agent starts answering: the caller's line is complete.
+                    self.transcript.flush(Speaker::Caller, &mut self.out);
+                }
+                match self.playout.push_audio(&blob.data, &mut self.out) {
+                    Ok(()) => self.model_answered(),
+                    Err(error) => {
+                        tracing::warn!(%error, "dropping undecodable audio from Gemini");
+                    }
+                }
+            }
+        }
+        if let Some(t) = content.input_transcription {
+            self.transcript.push(Speaker::Caller, &t.text);
+            if !self.playout.speaking() {
+                // The caller is talking; once they stop, the model owes them an answer.
+                self.arm_stall(now);
+            }
+        }
+        if let Some(t) = content.output_transcription {
+            self.transcript.push(Speaker::Agent, &t.text);
+        }
+        if content.interrupted {
+            self.playout.interrupt(&mut self.out);
+            self.transcript.flush(Speaker::Agent, &mut self.out);
+        }
+        if content.turn_complete {
+            if let Some(reason) = content.turn_complete_reason.as_deref() {
+                tracing::debug!(reason, "model turn complete");
+            }
+            self.model_answered();
+            self.playout.finish_turn(&mut self.out);
+            self.transcript.flush_both(&mut self.out);
+            if self.session.resume_wanted {
+                self.resume();
+            }
+        }
+    }
+
+    /// The model produced something: it is not stalled.
+    fn model_answered(&mut self) {
+        self.timers.clear(Timer::Stall);
+        self.session.stall_resumed = false;
+    }
+
+    fn arm_stall(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Stall, now + self.session.stall_timeout);
+    }
+
+    fn caller_route(&self) -> Route {
+        match (self.mode, self.phase) {
+            (Mode::Echo, Phase::Live) => Route::Echo,
+            (Mode::Gemini, Phase::Live) if self.blocking_tools.is_empty() => Route::Send,
+            // Held while a session opens, and while a blocking tool call is pending
+            // (models that block on tools close the session with 1008 otherwise).
+            (
+                Mode::Gemini,
+                Phase::Live | Phase::Connecting | Phase::Reconnecting | Phase::AwaitingSetup,
+            ) => Route::Hold,
+            _ => Route::Drop,
+        }
+    }
+
+    fn play_echo(&mut self) {
+        let whole = self.caller.echo_frames_len();
+        for frame in self.caller.echo[..whole].chunks_exact(PHONE_FRAME_BYTES) {
+            let text = self.out.stream.encode(PhoneCommand::Play(frame));
+            self.out.push(Output::Phone(text));
+        }
+        self.caller.echo.drain(..whole);
+    }
+
+    fn release_held_audio(&mut self) {
+        for message in self.caller.release_held() {
+            self.out.gemini(message);
+        }
+    }
+
+    fn unblock_tool(&mut self, id: &str) {
+        let before = self.blocking_tools.len();
+        self.blocking_tools.retain(|pending| pending != id);
+        if before > 0 && self.blocking_tools.is_empty() && self.phase == Phase::Live {
+            self.release_held_audio();
+        }
+    }
+
+    /// Closes the live session and opens it again with the latest handle.
+    fn resume(&mut self) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        self.playout.cut(&mut self.out);
+        self.timers.clear(Timer::GoAway);
+        self.timers.clear(Timer::Stall);
+        self.out.push(Output::CloseGemini);
+        self.phase = Phase::Reconnecting;
+        self.connect();
+    }
+
+    /// Asks the task to open the session (again).
+    fn connect(&mut self) {
+        match self.session.next_connect_message() {
+            Some(message) => self.out.push(Output::ConnectGemini(message)),
+            None => self.end(EndReason::GeminiUnavailable("no session to open".into())),
+        }
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.transcript.flush_both(&mut self.out);
+        self.phase = Phase::Ended;
+        self.timers.clear_all();
+        self.playout.clear();
+        self.caller.clear();
+        self.out.push(Output::End(reason));
+    }
+
+    fn note_bad_message(&mut self) -> u32 {
+        self.bad_messages = self.bad_messages.saturating_add(1);
+        self.bad_messages
+    }
+}
