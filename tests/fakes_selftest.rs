@@ -370,6 +370,243 @@ fn gemini_upsample_lengths() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// FakeGemini's `setup.tools` rules
+
+/// A setup offering one function declaration with these parameters.
+fn setup_with_parameters(parameters: Value) -> Value {
+    json!({"tools": [{"functionDeclarations": [
+        {"name": "lookup_order", "description": "d", "parameters": parameters}
+    ]}]})
+}
+
+/// Parameters with one property `p`.
+fn one_property(p: Value) -> Value {
+    json!({"type": "OBJECT", "properties": {"p": p}})
+}
+
+#[test]
+fn gemini_tool_rules_accept_what_the_live_api_accepts() {
+    use gemini_phone::config::ToolsConfig;
+    use gemini_phone::tools::ToolBox;
+    use gemini_phone::tools::schema::convert_parameters;
+
+    // The built-in tools, as the server declares them.
+    let builtins = ToolBox::load(&ToolsConfig {
+        end_call: true,
+        transfer_call: true,
+        send_sms: true,
+        ..Default::default()
+    })
+    .unwrap()
+    .declarations();
+    assert_eq!(builtins.len(), 3);
+    let setup = json!({"tools": [{"functionDeclarations": builtins}]});
+    assert_eq!(gemini::schema::check_setup_tools(&setup), Ok(()));
+
+    // What the server's conversion makes of JSON Schema the API would refuse as is.
+    let converted = convert_parameters(&json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "quantity": {"type": "integer", "enum": [1, 2, 3]},
+            "email": {"type": "string", "format": "email"},
+            "note": {},
+            "floor": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            "lines": {"type": "array", "items": {"properties": {"size": {"enum": [38, 40]}}}}
+        },
+        "required": ["quantity"]
+    }))
+    .unwrap()
+    .schema
+    .unwrap();
+    assert_eq!(
+        gemini::schema::check_setup_tools(&setup_with_parameters(converted)),
+        Ok(())
+    );
+
+    // Hand-written declarations using the rest of what the API takes, in either key spelling.
+    let rich = json!({"tools": [
+        {"google_search": {}},
+        {"function_declarations": [
+            {"name": "_a.b:c-d", "behavior": "NON_BLOCKING"},
+            {"name": "book", "description": "Book a slot", "parameters": {
+                "type": "OBJECT",
+                "properties": {
+                    "when": {"type": "STRING", "format": "date-time", "nullable": true},
+                    "count": {"type": "INTEGER", "format": "int64", "minimum": 1, "maximum": 9},
+                    "price": {"type": "NUMBER", "format": "double"},
+                    "kind": {"type": "STRING", "format": "enum", "enum": ["a", "b"], "title": "Kind"},
+                    "tags": {"type": "ARRAY", "items": {"type": "STRING", "maxLength": "20"},
+                             "min_items": 1, "maxItems": "5"},
+                    "who": {"type": "OBJECT", "properties": {"name": {"type": "STRING"}},
+                            "required": ["name"], "propertyOrdering": ["name"]}
+                },
+                "required": ["when", "count"]
+            }}
+        ]}
+    ]});
+    assert_eq!(gemini::schema::check_setup_tools(&rich), Ok(()));
+    assert_eq!(
+        gemini::schema::check_setup_tools(&json!({"model": "m"})),
+        Ok(())
+    );
+}
+
+#[test]
+fn gemini_tool_rules_refuse_what_the_live_api_refuses() {
+    let at = "setup.tools[0].function_declarations[0]";
+    let cases = [
+        (
+            one_property(json!({"type": "INTEGER", "enum": [1, 2]})),
+            format!("Invalid value at '{at}.parameters.properties[p].enum[0]' (TYPE_STRING), 1"),
+        ),
+        (
+            one_property(json!({"type": "INTEGER", "enum": ["1", "2"]})),
+            format!(
+                "* BidiGenerateContentRequest.{at}.parameters.properties[p].enum: enum is only \
+                 supported for STRING type."
+            ),
+        ),
+        (
+            one_property(json!({"type": "STRING", "format": "email"})),
+            format!(
+                "* BidiGenerateContentRequest.{at}.parameters.properties[p].format: only 'enum' \
+                 and 'date-time' are supported for STRING type"
+            ),
+        ),
+        (
+            one_property(json!({"type": "NUMBER", "format": "int8"})),
+            format!("{at}.parameters.properties[p].format: only 'float' and 'double'"),
+        ),
+        (
+            one_property(json!({"type": "INTEGER", "format": "double"})),
+            format!("{at}.parameters.properties[p].format: only 'int32' and 'int64'"),
+        ),
+        (
+            one_property(json!({"description": "no type"})),
+            format!("{at}.parameters.properties[p].type: missing field."),
+        ),
+        (
+            one_property(json!({"type": "string"})),
+            format!("Invalid value at '{at}.parameters.properties[p].type' (Type), \"string\""),
+        ),
+        (
+            json!({"type": "OBJECT", "additionalProperties": false, "properties": {"p": {"type": "STRING"}}}),
+            format!(
+                "Invalid JSON payload received. Unknown name \"additionalProperties\" at \
+                 '{at}.parameters': Cannot find field."
+            ),
+        ),
+        (
+            one_property(json!({"$ref": "#/$defs/X"})),
+            "Unknown name \"$ref\"".to_owned(),
+        ),
+        (
+            one_property(json!({"type": "OBJECT"})),
+            format!(
+                "{at}.parameters.properties[p].properties: should be non-empty for OBJECT type"
+            ),
+        ),
+        (
+            json!({"type": "OBJECT", "properties": {}}),
+            format!("{at}.parameters.properties: should be non-empty for OBJECT type"),
+        ),
+        (
+            one_property(json!({"type": "ARRAY"})),
+            format!("{at}.parameters.properties[p].items: missing field."),
+        ),
+        (
+            json!({"type": "OBJECT", "properties": {"items": {"type": "ARRAY", "items": {
+                "type": "OBJECT", "properties": {"status": {"type": "STRING", "format": "uri"}}}}}}),
+            format!("{at}.parameters.properties[items].items.properties[status].format: only"),
+        ),
+        (
+            json!({"type": "OBJECT", "properties": {"a": {"type": "STRING"}}, "required": ["a", "b"]}),
+            format!("{at}.parameters.required[1]: property is not defined"),
+        ),
+        (
+            one_property(json!({"type": "STRING", "nullable": "yes"})),
+            format!("Invalid value at '{at}.parameters.properties[p].nullable' (TYPE_BOOL)"),
+        ),
+        (
+            json!({"type": "OBJECT", "properties": {"order-no": {"type": "STRING"}}}),
+            format!("{at}.parameters.properties[order-no]: Invalid parameter name."),
+        ),
+        (
+            json!({"type": "STRING"}),
+            format!("{at}.parameters.type: must be OBJECT."),
+        ),
+    ];
+    for (parameters, expected) in cases {
+        let refusal = gemini::schema::check_setup_tools(&setup_with_parameters(parameters.clone()))
+            .expect_err(&format!("should refuse {parameters}"));
+        assert!(
+            refusal.contains(&expected),
+            "{parameters}\n  refused with: {refusal}\n  expected: {expected}"
+        );
+    }
+
+    for name in ["2fa", "look up", "a/b", "", &"x".repeat(65)] {
+        let setup = json!({"tools": [{"functionDeclarations": [{"name": name}]}]});
+        let refusal = gemini::schema::check_setup_tools(&setup).unwrap_err();
+        assert!(
+            refusal.contains(&format!("{at}.name: Invalid function name.")),
+            "{name:?}: {refusal}"
+        );
+    }
+    for (setup, expected) in [
+        (
+            json!({"tools": [{"functionDeclarations": [{"name": "a", "parameter": {}}]}]}),
+            "Unknown name \"parameter\" at 'setup.tools[0].function_declarations[0]'",
+        ),
+        (
+            json!({"tools": [{"functions": []}]}),
+            "Unknown name \"functions\" at 'setup.tools[0]'",
+        ),
+        (
+            json!({"tools": [{"functionDeclarations": [{"name": "a", "behavior": "LATER"}]}]}),
+            "Invalid value at 'setup.tools[0].function_declarations[0].behavior' (Behavior)",
+        ),
+    ] {
+        let refusal = gemini::schema::check_setup_tools(&setup).unwrap_err();
+        assert!(refusal.contains(expected), "{refusal}");
+    }
+}
+
+#[tokio::test]
+async fn gemini_refuses_a_setup_with_bad_tools_with_1007_naming_the_field() {
+    let mut fake = FakeGemini::start(Behaviour::Normal).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    let mut setup = setup_msg();
+    setup["setup"]["tools"] = setup_with_parameters(json!({"type": "OBJECT", "properties": {
+        "email_address_of_the_caller": {"type": "STRING", "format": "email"}
+    }}))["tools"]
+        .clone();
+    send_text(&mut ws, setup).await;
+
+    let (code, reason) = next_close(&mut ws)
+        .await
+        .expect("a close frame, no setupComplete");
+    assert_eq!(code, 1007);
+    assert!(reason.len() <= 123, "a close reason fits a control frame");
+    assert!(
+        reason.starts_with(
+            "* BidiGenerateContentRequest.setup.tools[0].function_declarations[0].parameters.properties[email_address_of_the_caller]"
+        ),
+        "{reason}"
+    );
+    let s = fake.next_session(T).await;
+    let full = s.setup_refusal().expect("the refusal is recorded");
+    assert!(full.starts_with(&reason), "{full}");
+    assert!(full.ends_with("only 'enum' and 'date-time' are supported for STRING type"));
+    assert!(
+        s.violations()
+            .iter()
+            .any(|v| v.contains("setup refused (1007)"))
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
 // Phone callers against a raw "bridge" server
 
 /// A raw WebSocket server standing in for our bridge: records what the caller sends,

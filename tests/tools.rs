@@ -73,6 +73,12 @@ struct World {
 
 impl World {
     async fn start(extra: &[(&str, &str)]) -> World {
+        World::start_with_tools(extra, Vec::new()).await
+    }
+
+    /// Like [`World::start`], with `more_tools` added to the tools file; their `url` is a path
+    /// on the local tool service (e.g. `/tool/ok`).
+    async fn start_with_tools(extra: &[(&str, &str)], more_tools: Vec<Value>) -> World {
         let service = ToolService::default();
         let app = axum::Router::new()
             .route("/tool/{kind}", axum::routing::post(tool_endpoint))
@@ -84,7 +90,12 @@ impl World {
         });
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tools.json");
-        let tools = json!({"tools": [
+        let more_tools = more_tools.into_iter().map(|mut tool| {
+            let path = tool["url"].as_str().unwrap_or_default().to_owned();
+            tool["url"] = json!(format!("{base}{path}"));
+            tool
+        });
+        let mut tools = json!({"tools": [
             {"name": "order_status", "description": "Order status by number",
              "parameters": {"type": "object", "properties": {"order_number": {"type": "string"}}, "required": ["order_number"]},
              "url": format!("{base}/tool/ok"), "headers": {"X-Api-Key": "k-123"}},
@@ -93,6 +104,7 @@ impl World {
             {"name": "slow_ok", "description": "Takes its time", "url": format!("{base}/tool/slow"), "timeout_ms": 5000},
             {"name": "quick", "description": "Fast", "url": format!("{base}/tool/quick")}
         ]});
+        tools["tools"].as_array_mut().unwrap().extend(more_tools);
         std::fs::write(&file, tools.to_string()).unwrap();
 
         let rest = FakeRest::start().await;
@@ -512,4 +524,114 @@ async fn tool_calls_and_results_are_in_the_record() {
     assert_eq!(events[0]["name"], "order_status");
     assert_eq!(events[0]["detail"]["args"], json!({"order_number": "Z1"}));
     assert_eq!(events[1]["detail"]["response"]["status"], "shipped");
+}
+
+/// A tool whose JSON Schema uses what the Live API's schema does not take as is: an integer
+/// enum, `format: email`, a property without `type`, a nullable union, nested arrays and
+/// objects, and keywords Gemini has no field for.
+fn lookup_order_tool() -> Value {
+    json!({
+        "name": "lookup_order",
+        "description": "Look an order up",
+        "url": "/tool/ok",
+        "parameters": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "quantity": {"type": "integer", "enum": [1, 2, 3]},
+                "email": {"type": "string", "format": "email", "description": "Where the receipt goes"},
+                "note": {"description": "Anything else the caller said"},
+                "floor": {"type": ["integer", "null"]},
+                "lines": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "sku": {"type": "string"},
+                        "size": {"enum": [38, 40, 42]},
+                        "gift": {"type": "boolean", "default": false}
+                    },
+                    "required": ["sku"],
+                    "additionalProperties": false
+                }}
+            },
+            "required": ["quantity", "email"]
+        }
+    })
+}
+
+#[tokio::test]
+async fn user_tool_schemas_are_sent_in_a_form_gemini_accepts() {
+    let mut world = World::start_with_tools(
+        &[],
+        vec![
+            lookup_order_tool(),
+            json!({"name": "ping", "description": "No arguments", "url": "/tool/quick",
+                   "parameters": {"type": "object", "properties": {}}}),
+        ],
+    )
+    .await;
+    // `twilio_call` reads the bridge's first message, which fails loudly if the fake Gemini
+    // refused the setup (it checks `setup.tools` as the real service does).
+    let (mut caller, mut session) = world.twilio_call("CAschema").await;
+    assert_eq!(session.setup_refusal(), None);
+
+    let declarations = session.setup()["setup"]["tools"][0]["functionDeclarations"].clone();
+    let lookup = declarations
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "lookup_order")
+        .expect("lookup_order is declared");
+    let properties = &lookup["parameters"]["properties"];
+    assert_eq!(properties["quantity"]["enum"], json!(["1", "2", "3"]));
+    assert_eq!(
+        properties["email"]["description"],
+        "Where the receipt goes (format: email)"
+    );
+    assert_eq!(properties["note"]["type"], "STRING");
+    assert_eq!(
+        properties["floor"],
+        json!({"type": "INTEGER", "nullable": true})
+    );
+
+    // The session works: the caller hears the model.
+    session.send_audio(&pcm_tone_24k(440.0, 200, 8_000));
+    let heard = caller.recv_audio(5, WAIT).await;
+    assert!(heard.media_count() >= 5, "{}", heard.summary());
+
+    // The model answers the enums with text; the endpoint gets the types it declared.
+    session.send_tool_call(
+        "fc-s",
+        "lookup_order",
+        json!({"quantity": "2", "email": "a@example.com", "lines": [{"sku": "X1", "size": "40"}]}),
+    );
+    let response = next_tool_response(&mut session).await;
+    assert_eq!(response["id"], "fc-s");
+    let (_, body, _) = world.service.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        body["args"],
+        json!({"quantity": 2, "email": "a@example.com", "lines": [{"sku": "X1", "size": 40}]})
+    );
+}
+
+#[tokio::test]
+async fn a_tool_schema_gemini_cannot_take_stops_start_up_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tools.json");
+    let mut tool = lookup_order_tool();
+    tool["url"] = json!("http://127.0.0.1:9/tool");
+    tool["parameters"]["properties"]["lines"]["items"]["properties"]["size"] =
+        json!({"anyOf": [{"type": "integer"}, {"type": "string"}]});
+    std::fs::write(&file, json!({"tools": [tool]}).to_string()).unwrap();
+    let config = gemini_phone::config::ToolsConfig {
+        tools_file: Some(file),
+        ..Default::default()
+    };
+    let error = gemini_phone::tools::ToolBox::load(&config).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("TOOLS_FILE: tool `lookup_order`, parameter `lines[].size`: `anyOf`"),
+        "{error}"
+    );
 }

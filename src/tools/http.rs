@@ -1,6 +1,7 @@
 //! The user's HTTP tools: declared in `TOOLS_FILE` (JSON or TOML), called with a POST of
 //! `{"call_id","name","args","caller"}`, answered with the endpoint's JSON.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::schema::{self, GeminiParameters};
 use crate::config::ConfigError;
 
 /// Used when a tool gives no `timeout_ms`.
@@ -34,6 +36,9 @@ pub struct HttpTool {
     /// How long to wait for an answer, in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// `parameters` as the Live API takes them, converted once when the file is loaded.
+    #[serde(skip)]
+    gemini_parameters: GeminiParameters,
 }
 
 #[derive(Deserialize)]
@@ -92,15 +97,10 @@ fn load_file_with(
     };
     let mut tools = file.tools;
     for (i, tool) in tools.iter_mut().enumerate() {
-        let valid_name = !tool.name.is_empty()
-            && tool.name.len() <= 64
-            && tool
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid_name {
+        if !is_accepted_function_name(&tool.name) {
             return Err(file_error(format!(
-                "tool #{} has name {:?}: use 1-64 letters, digits, '_' or '-'",
+                "tool #{} has name {:?}: use 1-64 letters, digits, '_' or '-', starting with \
+                 a letter or '_'",
                 i + 1,
                 tool.name
             )));
@@ -110,6 +110,10 @@ fn load_file_with(
                 "tool `{}` has url {:?}: use an http(s) URL",
                 tool.name, tool.url
             )));
+        }
+        if let Some(parameters) = &tool.parameters {
+            tool.gemini_parameters = schema::convert_parameters(parameters)
+                .map_err(|e| file_error(format!("tool `{}`, {e}", tool.name)))?;
         }
         for value in tool.headers.values_mut() {
             *value = expand_env(value, &env).map_err(|var| {
@@ -126,6 +130,20 @@ fn load_file_with(
         return Err(file_error(format!("two tools are named `{}`", pair[0])));
     }
     Ok(tools)
+}
+
+/// Gemini's rule for function names (a letter or `_` first), kept to the characters and
+/// length every API version has accepted.
+fn is_accepted_function_name(name: &str) -> bool {
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    starts_well
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Replaces `${VAR}` with the environment's value, so secrets stay out of the file.
@@ -149,10 +167,22 @@ impl HttpTool {
     /// The function declaration for the session setup.
     pub fn declaration(&self) -> Value {
         let mut declaration = json!({"name": self.name, "description": self.description});
-        if let Some(schema) = &self.parameters {
-            declaration["parameters"] = super::to_gemini_schema(schema);
+        if let Some(parameters) = &self.gemini_parameters.schema {
+            declaration["parameters"] = parameters.clone();
         }
         declaration
+    }
+
+    /// The model's arguments with enum values given back the JSON type the tool's schema
+    /// declared (Gemini only offers text enums, so it answers `"2"` for an integer 2).
+    fn typed_args<'a>(&self, args: &'a Value) -> Cow<'a, Value> {
+        let restorer = &self.gemini_parameters.restorer;
+        if restorer.is_empty() {
+            return Cow::Borrowed(args);
+        }
+        let mut typed = args.clone();
+        restorer.restore(&mut typed);
+        Cow::Owned(typed)
     }
 
     fn timeout(&self) -> Duration {
@@ -170,10 +200,11 @@ impl HttpTool {
         args: &Value,
         caller: &CallerInfo,
     ) -> Value {
+        let args = self.typed_args(args);
         let body = ToolRequest {
             call_id,
             name: &self.name,
-            args,
+            args: &args,
             caller,
         };
         let mut request = http.post(&self.url).timeout(self.timeout()).json(&body);
@@ -244,6 +275,14 @@ mod tests {
             (
                 r#"{"tools":[{"name":"a b","description":"d","url":"https://x"}]}"#,
                 "\"a b\"",
+            ),
+            (
+                r#"{"tools":[{"name":"2fa_check","description":"d","url":"https://x"}]}"#,
+                "\"2fa_check\"",
+            ),
+            (
+                r#"{"tools":[{"name":"lookup_order","description":"d","url":"https://x","parameters":{"type":"object","properties":{"items":{"type":"array","items":{"type":"object","properties":{"status":{"type":"object"}}}}}}}]}"#,
+                "tool `lookup_order`, parameter `items[].status`: an object needs `properties`",
             ),
             (
                 r#"{"tools":[{"name":"a","description":"d","url":"ftp://x"}]}"#,

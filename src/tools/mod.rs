@@ -4,6 +4,7 @@
 //! things up in their own systems. All are declared to Gemini in `setup.tools`.
 
 pub mod http;
+pub mod schema;
 
 use std::sync::Arc;
 
@@ -165,87 +166,9 @@ impl ToolBox {
     }
 }
 
-/// Turns a JSON Schema (lower-case types) into the Live API's OpenAPI-subset `Schema`
-/// (upper-case types), keeping only the keys that schema knows.
-pub fn to_gemini_schema(schema: &Value) -> Value {
-    let Value::Object(map) = schema else {
-        return json!({"type": "OBJECT"});
-    };
-    let mut out = serde_json::Map::new();
-    for (key, value) in map {
-        match key.as_str() {
-            "type" => {
-                let name = match value {
-                    Value::String(t) => t.clone(),
-                    // ["string", "null"]: the first non-null type, nullable.
-                    Value::Array(types) => {
-                        if types.iter().any(|t| t == "null") {
-                            out.insert("nullable".into(), json!(true));
-                        }
-                        types
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .find(|t| *t != "null")
-                            .unwrap_or("string")
-                            .to_owned()
-                    }
-                    _ => "string".to_owned(),
-                };
-                out.insert("type".into(), json!(name.to_ascii_uppercase()));
-            }
-            "properties" => {
-                if let Value::Object(props) = value {
-                    let converted: serde_json::Map<String, Value> = props
-                        .iter()
-                        .map(|(k, v)| (k.clone(), to_gemini_schema(v)))
-                        .collect();
-                    out.insert("properties".into(), Value::Object(converted));
-                }
-            }
-            "items" => {
-                out.insert("items".into(), to_gemini_schema(value));
-            }
-            "description" | "required" | "enum" | "nullable" | "format" | "minimum" | "maximum"
-            | "minItems" | "maxItems" => {
-                out.insert(key.clone(), value.clone());
-            }
-            _ => {}
-        }
-    }
-    out.entry("type").or_insert(json!("OBJECT"));
-    Value::Object(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_schema_becomes_gemini_schema() {
-        let schema = json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "order_id": {"type": "string", "description": "Order number"},
-                "items": {"type": "array", "items": {"type": "integer"}},
-                "note": {"type": ["string", "null"]}
-            },
-            "required": ["order_id"]
-        });
-        assert_eq!(
-            to_gemini_schema(&schema),
-            json!({
-                "type": "OBJECT",
-                "properties": {
-                    "order_id": {"type": "STRING", "description": "Order number"},
-                    "items": {"type": "ARRAY", "items": {"type": "INTEGER"}},
-                    "note": {"type": "STRING", "nullable": true}
-                },
-                "required": ["order_id"]
-            })
-        );
-    }
 
     fn toolbox() -> ToolBox {
         ToolBox::load(&ToolsConfig {

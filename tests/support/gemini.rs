@@ -5,6 +5,9 @@
 //! It knows nothing about the crate under test: point `GEMINI_LIVE_URL` at [`FakeGemini::url`].
 #![allow(dead_code)]
 
+#[path = "gemini_schema.rs"]
+pub mod schema;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -194,6 +197,7 @@ struct Shared {
     got_binary: AtomicBool,
     client_close: Mutex<Option<(u16, String)>>,
     dropped_inbound: AtomicUsize,
+    setup_refusal: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -398,6 +402,12 @@ impl GeminiSession {
         self.shared.client_close.lock().unwrap().clone()
     }
 
+    /// Why the fake refused this session's setup (the full text; the close frame carries at
+    /// most 123 bytes of it, as a real one does), or None if it was accepted.
+    pub fn setup_refusal(&self) -> Option<String> {
+        self.shared.setup_refusal.lock().unwrap().clone()
+    }
+
     /// True if the client ever sent a binary frame (it must send text).
     pub fn got_binary(&self) -> bool {
         self.shared.got_binary.load(Ordering::SeqCst)
@@ -504,11 +514,17 @@ fn audio_part(pcm24k: &[i16]) -> Value {
     }})
 }
 
-/// A close frame with code and reason.
+/// A close frame with code and reason; the reason is cut to the 123 bytes a close frame can
+/// carry (at a character boundary), as the real service's long reasons are.
 fn close_message(code: u16, reason: &str) -> Message {
+    const MAX_REASON: usize = 123;
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
-        reason: reason.to_string().into(),
+        reason: reason[..end].to_string().into(),
     }))
 }
 
@@ -664,6 +680,11 @@ async fn run_connection(
         && setup.as_object().map(|o| o.len()) == Some(1);
     let mut close_deadline: Option<Instant> = None;
     let mut setup_complete_sent = false;
+    let tools_refusal = if setup_ok {
+        schema::check_setup_tools(&setup["setup"]).err()
+    } else {
+        None
+    };
     if !setup_ok {
         shared.violation(format!(
             "first client message is not {{\"setup\":{{…}}}}: {setup}"
@@ -671,6 +692,13 @@ async fn run_connection(
         let _ = ws
             .send(close_message(1007, "Request contains an invalid argument."))
             .await;
+        close_deadline = Some(Instant::now() + CLOSE_WAIT);
+    } else if let Some(reason) = tools_refusal {
+        // The real service validates the whole setup before anything else and closes
+        // instead of answering `setupComplete`.
+        shared.violation(format!("setup refused (1007): {reason}"));
+        let _ = ws.send(close_message(1007, &reason)).await;
+        *shared.setup_refusal.lock().unwrap() = Some(reason);
         close_deadline = Some(Instant::now() + CLOSE_WAIT);
     } else {
         match &behaviour {
