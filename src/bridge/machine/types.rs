@@ -49,7 +49,8 @@ pub enum EndReason {
         /// Close reason text.
         reason: String,
     },
-    /// Gemini stopped answering, and a resumed session did not answer either.
+    /// Gemini stopped answering (and a resumed session, when one could be tried, did not
+    /// answer either).
     GeminiStalled,
     /// The phone socket failed (oversized message, protocol error, stopped reading).
     PhoneError(String),
@@ -97,9 +98,7 @@ impl fmt::Display for EndReason {
             EndReason::GeminiClosed { code, reason } => {
                 write!(f, "Gemini closed the session: code {code} {reason:?}")
             }
-            EndReason::GeminiStalled => {
-                f.write_str("Gemini stopped answering, even after the session was resumed")
-            }
+            EndReason::GeminiStalled => f.write_str("Gemini stopped answering"),
             EndReason::PhoneError(why) => write!(f, "phone stream error: {why}"),
             EndReason::MaxDuration => f.write_str("maximum call duration reached"),
             EndReason::PhoneSilent => f.write_str("the phone stream went silent"),
