@@ -25,7 +25,7 @@ use crate::config::AgentKind;
 use crate::gemini::protocol::FunctionCall;
 use crate::gemini::protocol::tool_response_message;
 use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
-use crate::telephony::{Direction, Provider, RECORD_PARAM, StreamStart, TOKEN_PARAM};
+use crate::telephony::{Direction, Provider, StreamStart};
 use crate::tools::{Builtin, CallerInfo, Tool};
 
 type PhoneSink = SplitSink<WebSocket, PhoneMessage>;
@@ -249,13 +249,20 @@ impl CallTask {
 
     async fn on_started(&mut self, start: StreamStart) {
         tracing::Span::current().record("call_id", start.call_id.as_str());
-        let token = start.params.get(TOKEN_PARAM).map_or("", String::as_str);
-        if !self.app.stream_tokens.verify(&start.call_id, token) {
-            tracing::warn!("refusing a media stream without a valid token from our answer webhook");
-            self.machine.finish(EndReason::Unauthorized);
-            return;
-        }
-        let record = start.params.get(RECORD_PARAM).cloned();
+        let now = crate::signature::unix_now();
+        let claims = match self
+            .app
+            .stream_tokens
+            .verify(&start.call_id, &start.params, now)
+        {
+            Ok(claims) => claims,
+            Err(error) => {
+                tracing::warn!(%error, "refusing a media stream");
+                self.machine.finish(EndReason::Unauthorized);
+                return;
+            }
+        };
+        let record = claims.record.clone();
         let key = record.as_deref().unwrap_or(&start.call_id);
         match self
             .app
@@ -272,11 +279,10 @@ impl CallTask {
         self.started_at = Some(Instant::now());
         self.record_id = record;
         self.provider_call_id = Some(start.call_id.clone());
-        let param = |key: &str| start.params.get(key).cloned().unwrap_or_default();
         self.caller = CallerInfo {
-            from: param("from"),
-            to: param("to"),
-            direction: param("direction"),
+            from: claims.from,
+            to: claims.to,
+            direction: claims.direction.as_str().to_owned(),
         };
         tracing::info!(
             stream_id = %start.stream_id,
