@@ -3,13 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::admission::ANSWER_TO_START;
 use crate::app::App;
 use crate::calls::{CallRecord, CallStatus, NewCall};
+use crate::signature::{StreamClaims, unix_now};
 use crate::telephony::{
     self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
 };
@@ -116,16 +119,24 @@ fn xml(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/xml")], body).into_response()
 }
 
-/// `POST /{provider}/answer`: connect the call to `/{provider}/stream`.
+/// The end reason of a call refused because every call slot was taken.
+pub const OVER_CAPACITY: &str = "over capacity: all call slots were taken";
+
+/// `POST /{provider}/answer`: connect the call to `/{provider}/stream`, unless a machine
+/// answered, the call already ended (a replayed webhook) or the server is full.
 pub async fn answer(
     State(app): State<Arc<App>>,
     Webhook { provider, params }: Webhook,
 ) -> Response {
     let name = provider.name();
-    let Some(info) = provider.call_info(&params) else {
+    let Some(mut info) = provider.call_info(&params) else {
         tracing::warn!(provider = name, "answer webhook without a call id");
         return (StatusCode::BAD_REQUEST, "missing call id parameter").into_response();
     };
+    // Caller ids come from the phone network; a control character in one would make the
+    // answer XML not well-formed (and reach logs, records and tools).
+    info.from = without_control_characters(&info.from);
+    info.to = without_control_characters(&info.to);
     tracing::info!(
         provider = name,
         call_id = %info.provider_call_id,
@@ -134,7 +145,16 @@ pub async fn answer(
         direction = info.direction.as_str(),
         "answering call"
     );
-    let record_id = answer_record(&app, provider, &info, params.get(RECORD_PARAM)).await;
+    let record = find_or_create_record(&app, provider, &info, params.get(RECORD_PARAM)).await;
+    if let Some(record) = &record
+        && record.status.is_final()
+    {
+        // Providers fetch the answer URL once per call; this is a replay of a call that is
+        // over, and answering it would hand out a fresh stream token for a finished call.
+        tracing::warn!(call = %record.id, status = %record.status, "answer webhook for a call that has already ended; hanging up");
+        return xml(provider.hangup_xml());
+    }
+    let record_id = record.map(|record| record.id);
 
     if let Some(verdict) = info.answered_by.as_deref().filter(|v| is_machine(v)) {
         tracing::info!(
@@ -147,46 +167,79 @@ pub async fn answer(
         return xml(provider.hangup_xml());
     }
 
-    let stream_url = format!("{}/{}/stream", app.config.public_ws_url(), provider.name());
-    let mut stream_params = vec![
-        ("from", info.from.as_str()),
-        ("to", info.to.as_str()),
-        ("direction", info.direction.as_str()),
-    ];
-    if let Some(id) = &record_id {
-        stream_params.push((RECORD_PARAM, id.as_str()));
+    let slot = record_id.as_deref().unwrap_or(&info.provider_call_id);
+    if let Err(full) = app.admission.reserve(slot, Instant::now(), ANSWER_TO_START) {
+        tracing::warn!(%full, call = slot, "refusing a call: the server is at its call limit");
+        if let Some(id) = &record_id
+            && let Err(error) = app.store.fail(id, OVER_CAPACITY).await
+        {
+            tracing::error!(%error, "could not record the refused call");
+        }
+        return xml(provider.busy_xml(&app.config.limits.busy_message));
     }
-    let token = app.stream_tokens.token(&info.provider_call_id);
-    stream_params.push((TOKEN_PARAM, token.as_str()));
-    xml(provider.answer_xml(&stream_url, &stream_params))
+    if let Some(id) = &record_id
+        && let Err(error) = app.store.record_status(id, CallStatus::InProgress).await
+    {
+        tracing::error!(%error, "could not record the answer");
+    }
+    let claims = StreamClaims {
+        call_id: info.provider_call_id,
+        record: record_id,
+        from: info.from,
+        to: info.to,
+        direction: info.direction,
+        expires_at: unix_now() + ANSWER_TO_START.as_secs(),
+    };
+    xml(connect_stream(&app, provider, &claims))
 }
 
-/// Finds (outbound) or creates (inbound) the call's record and marks it answered. A database
-/// failure is logged and the call is still answered: a caller matters more than a record.
-async fn answer_record(
+/// The answer XML that connects the call to our stream route, carrying the claims and the
+/// token that signs them into the stream's `start`.
+fn connect_stream(app: &App, provider: &dyn Provider, claims: &StreamClaims) -> String {
+    let token = app.stream_tokens.issue(claims);
+    let mut stream_params = vec![
+        ("from", claims.from.as_str()),
+        ("to", claims.to.as_str()),
+        ("direction", claims.direction.as_str()),
+    ];
+    if let Some(id) = &claims.record {
+        stream_params.push((RECORD_PARAM, id.as_str()));
+    }
+    stream_params.push((TOKEN_PARAM, token.as_str()));
+    let stream_url = format!("{}/{}/stream", app.config.public_ws_url(), provider.name());
+    provider.answer_xml(&stream_url, &stream_params)
+}
+
+fn without_control_characters(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// The call's record: the one `POST /calls` made (named by the webhook's `record` query), the
+/// one an earlier delivery of this webhook made (found by the provider's call id), or a new
+/// one for an inbound call, created `ringing` until it is admitted. A database failure is
+/// logged and the call is still answered: a caller matters more than a record.
+async fn find_or_create_record(
     app: &App,
     provider: &dyn Provider,
     info: &CallInfo,
     record_id: Option<&String>,
-) -> Option<String> {
+) -> Option<CallRecord> {
     let store = &app.store;
-    let record = match record_id {
-        Some(id) => match store.get(id).await {
-            Ok(Some(record)) => Some(record),
-            Ok(None) => {
+    let found = match record_id {
+        Some(id) => store.get(id).await.inspect(|found| {
+            if found.is_none() {
                 tracing::warn!(call_id = %id, "answer webhook names an unknown call record");
-                None
             }
-            Err(error) => {
-                tracing::error!(%error, "could not read the call record");
-                None
-            }
-        },
-        None => None,
-    };
-    let record: CallRecord = match record {
-        Some(record) => record,
+        }),
         None => {
+            store
+                .find_by_provider_call_id(provider.name(), &info.provider_call_id)
+                .await
+        }
+    };
+    let record = match found {
+        Ok(Some(record)) => record,
+        Ok(None) => {
             let new = NewCall {
                 provider: provider.name().to_owned(),
                 provider_call_id: Some(info.provider_call_id.clone()),
@@ -196,15 +249,17 @@ async fn answer_record(
                 campaign: None,
                 prompt: (info.direction == Direction::Inbound).then(|| "inbound".to_owned()),
                 vars: serde_json::Map::new(),
-                status: CallStatus::InProgress,
+                status: CallStatus::Ringing,
             };
-            return match store.create(new).await {
-                Ok(record) => Some(record.id),
-                Err(error) => {
-                    tracing::error!(%error, "could not create the call record");
-                    None
-                }
-            };
+            return store
+                .create(new)
+                .await
+                .inspect_err(|error| tracing::error!(%error, "could not create the call record"))
+                .ok();
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not read the call record");
+            return None;
         }
     };
     // Plivo learns the CallUUID only now; before, the record held the request UUID.
@@ -215,13 +270,7 @@ async fn answer_record(
     {
         tracing::error!(%error, "could not store the provider call id");
     }
-    if let Err(error) = store
-        .record_status(&record.id, CallStatus::InProgress)
-        .await
-    {
-        tracing::error!(%error, "could not record the answer");
-    }
-    Some(record.id)
+    Some(record)
 }
 
 async fn mark_machine(app: &App, id: &str, verdict: &str) {
@@ -243,6 +292,11 @@ pub async fn status(
 ) -> Response {
     let name = provider.name();
     let event = provider.callback_event(&params);
+    let ended = event
+        .status
+        .as_deref()
+        .and_then(|raw| raw.parse::<CallStatus>().ok())
+        .is_some_and(CallStatus::is_final);
     let record = match find_record(
         &app,
         provider,
@@ -258,9 +312,17 @@ pub async fn status(
                 ?event,
                 "callback for a call without a record"
             );
+            if ended && let Some(call_id) = &event.provider_call_id {
+                app.admission.release(call_id);
+            }
             return StatusCode::NO_CONTENT.into_response();
         }
     };
+    if ended {
+        // A call that ends before its stream starts gives its slot back now rather than
+        // when the reservation lapses; a live call's slot is held by its task instead.
+        app.admission.release(&record.id);
+    }
     tracing::info!(call = %record.id, status = ?event.status, answered_by = ?event.answered_by, "provider callback");
     let store = &app.store;
 

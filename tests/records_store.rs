@@ -128,6 +128,10 @@ on_both_backends!(
     find_by_provider_call_id,
     records_survive_restart_and_migrations_rerun,
     unknown_ids_are_not_found,
+    a_stream_token_is_consumed_once,
+    concurrent_uses_of_a_stream_token_have_one_winner,
+    used_stream_tokens_survive_restart,
+    expired_stream_tokens_are_pruned,
 );
 
 async fn open(url: &str) -> CallStore {
@@ -273,11 +277,11 @@ async fn status_history_keeps_order_and_final_status(url: String) {
             .expect("record_status");
     }
     let record = get(&store, &id).await;
-    assert_eq!(record.status, Completed);
     assert_eq!(
-        statuses(&record),
-        [Queued, Ringing, InProgress, Machine, Completed]
+        record.status, Machine,
+        "the hang-up's `completed` replaced `machine`"
     );
+    assert_eq!(statuses(&record), [Queued, Ringing, InProgress, Machine]);
     assert!(record.history.windows(2).all(|w| w[0].at <= w[1].at));
     assert!(record.updated_at >= record.created_at);
 
@@ -298,6 +302,26 @@ async fn status_history_keeps_order_and_final_status(url: String) {
     let record = get(&store, &id).await;
     assert_eq!(statuses(&record), [Queued, InProgress, NoAnswer]);
     assert_eq!(record.status, NoAnswer);
+
+    // Detection's verdict after the hang-up's `completed`: the machine is still what it was.
+    let id = store.create(new_call(None)).await.expect("create").id;
+    for status in [InProgress, Completed, Machine, Completed, Failed] {
+        store
+            .record_status(&id, status)
+            .await
+            .expect("record_status");
+    }
+    let record = get(&store, &id).await;
+    assert_eq!(record.status, Machine);
+    assert_eq!(statuses(&record), [Queued, InProgress, Completed, Machine]);
+    let machines = store
+        .list(&CallFilter {
+            status: Some(Machine),
+            ..CallFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(machines.len(), 2, "both machine calls are found by status");
     store.close().await;
 }
 
@@ -777,6 +801,7 @@ fn status_names_and_provider_spellings() {
     assert_eq!(
         finals,
         [
+            CallStatus::Machine,
             CallStatus::Completed,
             CallStatus::Busy,
             CallStatus::NoAnswer,
@@ -785,4 +810,88 @@ fn status_names_and_provider_spellings() {
         ]
     );
     assert_eq!(CallFilter::default().limit, 50);
+}
+
+/// A stream token as the answer webhook issues them: `<expiry>t<32 hex>`.
+fn stream_token(expires_at: u64, n: u64) -> String {
+    format!("{expires_at}t{n:032x}")
+}
+
+/// An hour from now, in unix seconds.
+fn in_an_hour() -> u64 {
+    gemini_phone::signature::unix_now() + 3600
+}
+
+async fn a_stream_token_is_consumed_once(url: String) {
+    let store = open(&url).await;
+    let expires = in_an_hour();
+    let token = stream_token(expires, 1);
+    assert!(store.consume_stream_token(&token, expires).await.unwrap());
+    assert!(
+        !store.consume_stream_token(&token, expires).await.unwrap(),
+        "a used token started a second stream"
+    );
+    let other = stream_token(expires, 2);
+    assert!(store.consume_stream_token(&other, expires).await.unwrap());
+    store.close().await;
+}
+
+async fn concurrent_uses_of_a_stream_token_have_one_winner(url: String) {
+    let store = open(&url).await;
+    let expires = in_an_hour();
+    let token = stream_token(expires, 7);
+    let attempts = (0..30).map(|_| store.consume_stream_token(&token, expires));
+    let results = futures_util::future::join_all(attempts).await;
+    let winners = results
+        .into_iter()
+        .map(|result| result.expect("consume_stream_token"))
+        .filter(|first| *first)
+        .count();
+    assert_eq!(winners, 1, "30 concurrent starts with one token");
+    store.close().await;
+}
+
+async fn used_stream_tokens_survive_restart(url: String) {
+    let expires = in_an_hour();
+    let token = stream_token(expires, 3);
+    let first = open(&url).await;
+    assert!(first.consume_stream_token(&token, expires).await.unwrap());
+    first.close().await;
+    // Another instance, or this one after a restart, on the same database.
+    let second = open(&url).await;
+    assert!(!second.consume_stream_token(&token, expires).await.unwrap());
+    second.close().await;
+}
+
+async fn expired_stream_tokens_are_pruned(url: String) {
+    let store = open(&url).await;
+    let long_ago = gemini_phone::signature::unix_now() - 24 * 3600;
+    let just_now = gemini_phone::signature::unix_now() - 1;
+    let old = stream_token(long_ago, 1);
+    let recent = stream_token(just_now, 2);
+    assert!(store.consume_stream_token(&old, long_ago).await.unwrap());
+    assert!(store.consume_stream_token(&recent, just_now).await.unwrap());
+
+    // Consuming fresh tokens prunes now and then, with no one asking.
+    let expires = in_an_hour();
+    let mut consumed = 0;
+    loop {
+        consumed += 1;
+        let fresh = stream_token(expires, 1000 + consumed);
+        assert!(store.consume_stream_token(&fresh, expires).await.unwrap());
+        if store.consume_stream_token(&old, long_ago).await.unwrap() {
+            break; // Its row was gone: pruned, so the insert succeeded again.
+        }
+        assert!(consumed < 500, "500 consumptions never pruned");
+    }
+    // A token that expired a moment ago is kept for a grace period, so an instance whose
+    // clock lags still finds it used.
+    assert!(!store.consume_stream_token(&recent, just_now).await.unwrap());
+    assert_eq!(
+        store.forget_expired_stream_tokens().await.unwrap(),
+        1,
+        "only the re-inserted long-expired token is due"
+    );
+    assert!(!store.consume_stream_token(&recent, just_now).await.unwrap());
+    store.close().await;
 }

@@ -155,7 +155,16 @@ async fn forged_webhook_ids_never_reach_the_provider() {
 
         let before = rest.requests().len();
         answer_then_report_a_machine(&server, provider, forged).await;
-        let record = record_id(&server, forged).await;
+        // A machine-answered call is over, so the API hang-up is tried on a live one.
+        let forged_live = format!("{forged}/live");
+        server
+            .answer(
+                provider,
+                &forged_live,
+                &[("From", "+15550001111"), ("To", "+15550002222")],
+            )
+            .await;
+        let record = record_id(&server, &forged_live).await;
         let (status, body) = hang_up_through_the_api(&server, &record).await;
         assert_eq!(status, 502, "{body}");
         let error = body["error"].as_str().unwrap_or_default();

@@ -15,7 +15,8 @@ use super::machine::EndReason;
 use crate::admission::LiveCall;
 use crate::app::App;
 use crate::gemini::SessionSetup;
-use crate::telephony::{Direction, RECORD_PARAM, StreamStart, TOKEN_PARAM};
+use crate::signature::unix_now;
+use crate::telephony::{Direction, StreamStart, TOKEN_PARAM};
 use crate::tools::CallerInfo;
 
 /// A finished job.
@@ -110,32 +111,48 @@ impl Jobs {
     }
 }
 
-/// Checks a stream's `start`: its token proves the answer webhook opened it (and is used
-/// up), the server has a slot for it, and its record gives the prompt.
+/// Checks a stream's `start`: its token proves the answer webhook opened it and what it may
+/// act on (record, numbers, direction), the token is used up, the server has a slot for
+/// it, and its record gives the prompt.
 pub async fn admit_stream(app: Arc<App>, start: StreamStart) -> JobDone {
     JobDone::Started(check_start(&app, start).await.map(Box::new))
 }
 
 async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndReason> {
+    let claims = app
+        .stream_tokens
+        .verify(&start.call_id, &start.params, unix_now())
+        .map_err(|e| EndReason::Unauthorized(e.to_string()))?;
     let token = start.params.get(TOKEN_PARAM).map_or("", String::as_str);
-    if !app.stream_tokens.verify(&start.call_id, token) {
-        return Err(EndReason::Unauthorized("missing or wrong token".into()));
+    // Single use, across instances and restarts. A store that cannot say whether the token
+    // was used refuses the stream: replay protection fails closed.
+    match app
+        .store
+        .consume_stream_token(token, claims.expires_at)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(EndReason::Unauthorized("token already used".into())),
+        Err(error) => {
+            tracing::error!(%error, "could not record the stream token's use");
+            return Err(EndReason::Unauthorized(
+                "the token's use could not be recorded".into(),
+            ));
+        }
     }
-    let record = start.params.get(RECORD_PARAM).cloned();
-    let key = record.as_deref().unwrap_or(&start.call_id);
+    let key = claims.record.as_deref().unwrap_or(&claims.call_id);
     let live = app
         .admission
-        .admit(key, record.clone(), std::time::Instant::now())
+        .admit(key, claims.record.clone(), std::time::Instant::now())
         .map_err(|_| EndReason::OverCapacity)?;
-    let param = |key: &str| start.params.get(key).cloned().unwrap_or_default();
     let caller = CallerInfo {
-        from: param("from"),
-        to: param("to"),
-        direction: param("direction"),
+        from: claims.from,
+        to: claims.to,
+        direction: claims.direction.as_str().to_owned(),
     };
     let setup = match &app.config.gemini {
         Some(config) => {
-            let prompt = system_prompt(app, record.as_deref()).await;
+            let prompt = system_prompt(app, claims.record.as_deref()).await;
             let mut setup = SessionSetup::new(config, prompt);
             setup.function_declarations = app.tools.declarations();
             Some(setup)
@@ -144,9 +161,9 @@ async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndR
     };
     Ok(AdmittedCall {
         live,
-        record,
+        record: claims.record,
         caller,
-        provider_call_id: start.call_id,
+        provider_call_id: claims.call_id,
         setup,
     })
 }

@@ -173,6 +173,9 @@ pub trait Provider: Send + Sync + 'static {
     fn hangup_xml(&self) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Hangup/></Response>".to_owned()
     }
+    /// The XML that politely refuses a call the server has no room for: says `message`, then
+    /// hangs up (Twilio `<Say>`, Plivo `<Speak>`, each followed by `<Hangup/>`).
+    fn busy_xml(&self, message: &str) -> String;
     /// The XML that dials `to` (E.164) for a call being transferred.
     fn transfer_xml(&self, to: &str) -> String;
     /// Reads a status, hang-up or machine-detection callback.
@@ -348,6 +351,24 @@ mod tests {
         assert_eq!(Direction::parse("outbound-api"), Direction::Outbound);
         assert_eq!(Direction::parse("outbound"), Direction::Outbound);
         assert_eq!(Direction::parse("inbound"), Direction::Inbound);
+    }
+
+    #[test]
+    fn busy_xml_speaks_the_escaped_message_then_hangs_up() {
+        for (provider, verb) in [(PROVIDERS[0], "Say"), (PROVIDERS[1], "Speak")] {
+            let xml = provider.busy_xml("Sorry & <goodbye>");
+            assert!(
+                xml.ends_with(&format!(
+                    "<Response><{verb}>Sorry &amp; &lt;goodbye&gt;</{verb}><Hangup/></Response>"
+                )),
+                "{xml}"
+            );
+            assert_eq!(
+                provider.busy_xml("  "),
+                provider.hangup_xml(),
+                "nothing to say"
+            );
+        }
     }
 
     #[test]

@@ -94,6 +94,16 @@ impl Provider for Plivo {
         }
     }
 
+    fn busy_xml(&self, message: &str) -> String {
+        if message.trim().is_empty() {
+            return self.hangup_xml();
+        }
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Speak>{}</Speak><Hangup/></Response>",
+            xml_escape(message)
+        )
+    }
+
     fn transfer_xml(&self, to: &str) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial><Number>{}</Number></Dial></Response>",

@@ -76,6 +76,16 @@ impl Provider for Twilio {
             .is_some_and(|sig| crate::signature::verify_twilio(auth_token, url, body, sig))
     }
 
+    fn busy_xml(&self, message: &str) -> String {
+        if message.trim().is_empty() {
+            return self.hangup_xml();
+        }
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Say>{}</Say><Hangup/></Response>",
+            xml_escape(message)
+        )
+    }
+
     fn transfer_xml(&self, to: &str) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Dial>{}</Dial></Response>",

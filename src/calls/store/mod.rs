@@ -5,10 +5,11 @@
 //! it back gives insertion order on both backends. Times are stored as unix milliseconds and
 //! shown as RFC 3339 UTC with milliseconds (`2026-05-20T09:30:00.125Z`).
 //!
-//! Status only moves forward: queued → ringing → in-progress → machine → a final status
-//! (completed, busy, no-answer, failed, canceled). A report that would move it back or
-//! sideways (a late `ringing` after `completed`, a `completed` after we marked it `failed`)
-//! is ignored, because provider callbacks arrive out of order; the first final status sticks.
+//! Status only moves forward: queued → ringing → in-progress → a final status (machine,
+//! completed, busy, no-answer, failed, canceled). A report that would move it back or
+//! sideways (a late `ringing` after `completed`, a `completed` after we marked it `failed` or
+//! `machine`) is ignored, because provider callbacks arrive out of order; the first final
+//! status sticks, except that a late `machine` verdict replaces `completed`.
 //!
 //! This module holds the connection and the errors; [`model`] the record types; [`calls`]
 //! the queries on calls and their events. Other concerns add their own `impl CallStore`
@@ -16,6 +17,7 @@
 
 mod calls;
 pub mod model;
+mod tokens;
 
 use std::path::PathBuf;
 use std::str::FromStr;

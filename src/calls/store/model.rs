@@ -64,29 +64,35 @@ impl CallStatus {
         }
     }
 
-    /// True when the call is over: completed, busy, no-answer, failed or canceled.
+    /// True when the call's outcome is settled: machine, completed, busy, no-answer, failed
+    /// or canceled. (A machine's line may be up a moment longer while we hang up on it.)
     pub fn is_final(self) -> bool {
-        self.rank() == 4
+        self.rank() == 3
     }
 
-    /// Position along queued → ringing → in-progress → machine → final.
+    /// Position along queued → ringing → in-progress → an outcome.
+    ///
+    /// `machine` is an outcome, not a stage before one: once detection says a machine
+    /// answered, we hang up, and the `completed` that follows says less than `machine` did.
     fn rank(self) -> u8 {
         match self {
             CallStatus::Queued => 0,
             CallStatus::Ringing => 1,
             CallStatus::InProgress => 2,
-            CallStatus::Machine => 3,
-            CallStatus::Completed
+            CallStatus::Machine
+            | CallStatus::Completed
             | CallStatus::Busy
             | CallStatus::NoAnswer
             | CallStatus::Failed
-            | CallStatus::Canceled => 4,
+            | CallStatus::Canceled => 3,
         }
     }
 
-    /// Whether a report of `next` moves a call that is `self` forward.
+    /// Whether a report of `next` moves a call that is `self` forward. The first outcome
+    /// sticks, with one exception: a late `machine` verdict replaces `completed`, since both
+    /// describe the same answered call and detection's callback may arrive after the hang-up's.
     pub(crate) fn advances_to(self, next: CallStatus) -> bool {
-        next.rank() > self.rank()
+        next.rank() > self.rank() || (self == CallStatus::Completed && next == CallStatus::Machine)
     }
 }
 
