@@ -50,7 +50,8 @@ pub const PASS_EVERY: Duration = Duration::from_secs(10);
 /// ended (`MAX_CALL_SECONDS` after creation), since an older version of the server, still
 /// running during an upgrade, writes records without owners. The margin covers ringing.
 pub const UNOWNED_MARGIN: Duration = Duration::from_secs(5 * 60);
-/// Rows of instances silent this long are deleted (their records are settled regardless).
+/// Rows of instances silent this long are deleted, by each instance once per this period
+/// (their records are settled regardless: an owner without a row is dead).
 pub const PRUNE_AFTER: Duration = Duration::from_secs(60 * 60);
 /// Longest one provider look-up may take (Plivo's takes up to three requests).
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -220,14 +221,10 @@ impl Reconciler {
         }
     }
 
-    /// Looks for orphans once and settles them.
+    /// Looks for orphans once and settles them. A pass that finds none only reads, so it
+    /// never competes with calls for SQLite's write lock.
     pub async fn pass(&self) -> Result<PassReport, StoreError> {
         let settings = &self.settings;
-        match self.store.prune_instances(settings.prune_after).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::debug!(pruned, "deleted the rows of long-dead instances"),
-            Err(error) => tracing::warn!(%error, "could not prune dead instances"),
-        }
         let orphans = self
             .store
             .orphaned_calls(settings.dead_after, settings.unowned_grace, BATCH)
@@ -252,6 +249,15 @@ impl Reconciler {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes the rows of instances silent for [`Settings::prune_after`].
+    pub async fn prune(&self) {
+        match self.store.prune_instances(self.settings.prune_after).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "deleted the rows of long-dead instances"),
+            Err(error) => tracing::warn!(%error, "could not prune dead instances"),
+        }
     }
 
     /// Claims one orphan, asks its provider and settles it; a claimed record that could not
@@ -433,6 +439,7 @@ impl Heartbeat {
 async fn reconcile_until_shutdown(reconciler: Reconciler, shutdown: Shutdown) {
     let mut signal = pin!(shutdown.signal());
     let mut next = Instant::now() + reconciler.settings.first_pass_after;
+    let mut next_prune = Instant::now() + reconciler.settings.prune_after;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
@@ -448,6 +455,10 @@ async fn reconcile_until_shutdown(reconciler: Reconciler, shutdown: Shutdown) {
             }
             Ok(report) => tracing::info!(?report, "reconciled calls of stopped servers"),
             Err(error) => tracing::warn!(%error, "could not look for calls of stopped servers"),
+        }
+        if Instant::now() >= next_prune {
+            reconciler.prune().await;
+            next_prune = Instant::now() + reconciler.settings.prune_after;
         }
         next = Instant::now() + reconciler.settings.pass_every;
     }
