@@ -304,10 +304,11 @@ impl Reconciler {
         );
         match resolution {
             Resolution::Ended { status, end_reason } => {
-                self.store.record_status(&orphan.id, status).await?;
+                // The reason first: whoever sees the final status sees the whole record.
                 self.store
                     .finish_if_unset(&orphan.id, None, Some(&end_reason))
                     .await?;
+                self.store.record_status(&orphan.id, status).await?;
                 Ok(Outcome::Ended)
             }
             Resolution::Failed => {
