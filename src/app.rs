@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::admission::Admission;
 use crate::audio::{Downlink, Uplink};
+use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError};
 use crate::config::{AgentKind, Config, ConfigError};
@@ -52,6 +53,8 @@ pub struct App {
     pub shutdown: Shutdown,
     /// This process's id among instances sharing the records database.
     pub instance_id: String,
+    /// This instance's heartbeat in the records store.
+    membership: Membership,
     started: Instant,
 }
 
@@ -66,11 +69,15 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Builds the shared state: reads the inbound prompt and opens the record store.
+    /// Builds the shared state: reads the inbound prompt, opens the record store, registers
+    /// this instance there and starts its heartbeat and crash reconciliation.
     pub async fn new(config: Config) -> Result<Self, StartError> {
         let prompts = Prompts::new(config.prompts_dir.clone());
         let inbound_prompt = read_inbound_prompt(&config)?;
-        let store = CallStore::connect(&config.database_url).await?;
+        let instance_id = format!("i{}", uuid::Uuid::new_v4().simple());
+        let store = CallStore::connect(&config.database_url)
+            .await?
+            .owned_by(&instance_id);
         let (recorder, _writer) = Recorder::spawn(store.clone());
         let tools = ToolBox::load(&config.tools)?;
         // Designs the audio filters now rather than during the first call.
@@ -84,11 +91,21 @@ impl App {
                 "these providers' webhooks are not signature-checked (no auth token, or VERIFY_WEBHOOKS=false); streams are still bound to answer webhooks"
             );
         }
+        // Alive before any record is created, so none of ours ever looks orphaned.
+        store.heartbeat().await?;
+        let shutdown = Shutdown::new();
+        let reconciler = Reconciler::new(
+            store.clone(),
+            &providers,
+            reconcile::Settings::for_config(&config),
+        );
+        let membership = reconcile::start(reconciler, &shutdown);
         Ok(Self {
             stream_tokens: StreamTokens::new(&stream_secret(&config)),
             admission: Admission::new(config.limits.max_concurrent_calls),
-            shutdown: Shutdown::new(),
-            instance_id: format!("i{}", uuid::Uuid::new_v4().simple()),
+            shutdown,
+            instance_id,
+            membership,
             config,
             inbound_prompt,
             prompts,
@@ -99,6 +116,14 @@ impl App {
             http,
             started: Instant::now(),
         })
+    }
+
+    /// Removes this instance from the records store: a clean exit. Call it last, once every
+    /// call has ended and the recorder is flushed; other instances may then settle any record
+    /// this one still owns. A process that never calls it counts as dead once its heartbeat
+    /// goes stale.
+    pub async fn leave(&self) {
+        self.membership.leave().await;
     }
 
     /// How long this process has been up.

@@ -895,3 +895,301 @@ async fn expired_stream_tokens_are_pruned(url: String) {
     assert!(!store.consume_stream_token(&recent, just_now).await.unwrap());
     store.close().await;
 }
+
+/// Instances, ownership and orphans (crash reconciliation's store side), on both backends.
+mod instances {
+    use super::*;
+    use gemini_phone::calls::store::OrphanedCall;
+
+    /// Short enough that "dead" takes a fraction of a second to become true.
+    const DEAD_AFTER: Duration = Duration::from_millis(300);
+    /// Longer than [`DEAD_AFTER`]: a silent instance is dead after it.
+    const SILENCE: Duration = Duration::from_millis(450);
+    /// Records without an owner are never orphans within a test with this grace.
+    const LONG_GRACE: Duration = Duration::from_secs(3600);
+
+    on_both_backends!(
+        owner_is_stamped_on_create_and_moves_with_the_stream,
+        heartbeats_keep_an_instance_alive_until_it_leaves_or_falls_silent,
+        orphans_are_open_calls_of_dead_or_vanished_owners,
+        unowned_records_are_orphans_only_after_the_grace,
+        one_instance_alone_claims_an_orphan,
+        a_claim_fails_once_the_owner_beats_again_or_the_call_ended,
+    );
+
+    async fn in_progress(store: &CallStore, provider_call_id: Option<&str>) -> String {
+        let mut call = new_call(None);
+        call.provider_call_id = provider_call_id.map(str::to_owned);
+        let id = store.create(call).await.expect("create").id;
+        store
+            .record_status(&id, CallStatus::InProgress)
+            .await
+            .expect("status");
+        id
+    }
+
+    fn ids(orphans: &[OrphanedCall]) -> Vec<&str> {
+        orphans.iter().map(|o| o.id.as_str()).collect()
+    }
+
+    async fn owner_is_stamped_on_create_and_moves_with_the_stream(url: String) {
+        let plain = open(&url).await;
+        let a = plain.clone().owned_by("i-a");
+        let b = plain.clone().owned_by("i-b");
+        let by_a = a.create(new_call(None)).await.expect("create").id;
+        let by_nobody = plain.create(new_call(None)).await.expect("create").id;
+        assert_eq!(
+            a.owner_of(&by_a).await.expect("owner").as_deref(),
+            Some("i-a")
+        );
+        assert_eq!(plain.owner_of(&by_nobody).await.expect("owner"), None);
+
+        b.take_ownership(&by_a).await.expect("take over");
+        assert_eq!(
+            a.owner_of(&by_a).await.expect("owner").as_deref(),
+            Some("i-b")
+        );
+        // Ownership is bookkeeping: the record the user sees does not change.
+        assert_eq!(get(&a, &by_a).await.status, CallStatus::Queued);
+        match b.take_ownership("cmissing").await {
+            Err(StoreError::NotFound { id }) => assert_eq!(id, "cmissing"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        plain.close().await;
+    }
+
+    async fn heartbeats_keep_an_instance_alive_until_it_leaves_or_falls_silent(url: String) {
+        let plain = open(&url).await;
+        let a = plain.clone().owned_by("i-a");
+        let b = plain.clone().owned_by("i-b");
+        assert!(
+            plain
+                .live_instances(DEAD_AFTER)
+                .await
+                .expect("live")
+                .is_empty()
+        );
+        a.heartbeat().await.expect("beat");
+        b.heartbeat().await.expect("beat");
+        assert_eq!(
+            plain.live_instances(DEAD_AFTER).await.expect("live"),
+            ["i-a", "i-b"]
+        );
+
+        tokio::time::sleep(SILENCE).await;
+        a.heartbeat().await.expect("beat");
+        assert_eq!(
+            plain.live_instances(DEAD_AFTER).await.expect("live"),
+            ["i-a"],
+            "b fell silent"
+        );
+        a.leave().await.expect("leave");
+        assert!(
+            plain
+                .live_instances(DEAD_AFTER)
+                .await
+                .expect("live")
+                .is_empty()
+        );
+
+        // b's row is still there, silent: pruning removes it, and only it.
+        a.heartbeat().await.expect("beat");
+        assert_eq!(plain.prune_instances(DEAD_AFTER).await.expect("prune"), 1);
+        assert_eq!(
+            plain
+                .live_instances(Duration::from_secs(3600))
+                .await
+                .expect("live"),
+            ["i-a"]
+        );
+        plain.close().await;
+    }
+
+    async fn orphans_are_open_calls_of_dead_or_vanished_owners(url: String) {
+        let plain = open(&url).await;
+        let me = plain.clone().owned_by("i-me");
+        let live = plain.clone().owned_by("i-live");
+        let dead = plain.clone().owned_by("i-dead");
+        let vanished = plain.clone().owned_by("i-vanished");
+        live.heartbeat().await.expect("beat");
+        dead.heartbeat().await.expect("beat");
+
+        let of_live = in_progress(&live, None).await;
+        let of_dead = in_progress(&dead, Some("CA00000000000000000000000000000001")).await;
+        let of_dead_ended = in_progress(&dead, None).await;
+        dead.record_status(&of_dead_ended, CallStatus::Completed)
+            .await
+            .expect("status");
+        let of_dead_ringing = dead.create(new_call(None)).await.expect("create").id;
+        dead.record_status(&of_dead_ringing, CallStatus::Ringing)
+            .await
+            .expect("status");
+        // Never beat: a crash before the first heartbeat, or a row already pruned.
+        let of_vanished = in_progress(&vanished, None).await;
+        // Mine, though I never beat in this test: an instance never settles its own calls.
+        let of_mine = in_progress(&me, None).await;
+
+        tokio::time::sleep(SILENCE).await;
+        live.heartbeat().await.expect("beat");
+        let orphans = me
+            .orphaned_calls(DEAD_AFTER, LONG_GRACE, 100)
+            .await
+            .expect("orphans");
+        assert_eq!(ids(&orphans), [&of_dead, &of_dead_ringing, &of_vanished]);
+        assert_eq!(
+            orphans[0],
+            OrphanedCall {
+                id: of_dead.clone(),
+                provider: "twilio".into(),
+                provider_call_id: Some("CA00000000000000000000000000000001".into()),
+                status: CallStatus::InProgress,
+                owner: Some("i-dead".into()),
+            }
+        );
+        assert_eq!(orphans[1].status, CallStatus::Ringing);
+        assert!(!ids(&orphans).contains(&of_live.as_str()));
+        assert!(!ids(&orphans).contains(&of_mine.as_str()));
+        assert_eq!(
+            me.orphaned_calls(DEAD_AFTER, LONG_GRACE, 1)
+                .await
+                .expect("orphans")
+                .len(),
+            1,
+            "the limit holds"
+        );
+        plain.close().await;
+    }
+
+    async fn unowned_records_are_orphans_only_after_the_grace(url: String) {
+        let plain = open(&url).await;
+        let me = plain.clone().owned_by("i-me");
+        let old_version = in_progress(&plain, None).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            me.orphaned_calls(DEAD_AFTER, LONG_GRACE, 100)
+                .await
+                .expect("orphans")
+                .is_empty(),
+            "an unowned call may belong to an older server still running"
+        );
+        let orphans = me
+            .orphaned_calls(DEAD_AFTER, Duration::from_millis(10), 100)
+            .await
+            .expect("orphans");
+        assert_eq!(ids(&orphans), [&old_version]);
+        assert_eq!(orphans[0].owner, None);
+        assert!(
+            me.claim_orphan(&orphans[0], DEAD_AFTER)
+                .await
+                .expect("claim")
+        );
+        assert_eq!(
+            me.owner_of(&old_version).await.expect("owner").as_deref(),
+            Some("i-me")
+        );
+        me.release_orphan(&orphans[0]).await.expect("release");
+        assert_eq!(me.owner_of(&old_version).await.expect("owner"), None);
+        plain.close().await;
+    }
+
+    async fn one_instance_alone_claims_an_orphan(url: String) {
+        let plain = open(&url).await;
+        let x = open(&url).await.owned_by("i-x");
+        let y = open(&url).await.owned_by("i-y");
+        let dead = plain.clone().owned_by("i-dead");
+        let mut orphans = Vec::new();
+        for _ in 0..5 {
+            in_progress(&dead, None).await;
+        }
+        for orphan in x
+            .orphaned_calls(DEAD_AFTER, LONG_GRACE, 100)
+            .await
+            .expect("orphans")
+        {
+            orphans.push(orphan);
+        }
+        assert_eq!(orphans.len(), 5);
+
+        for orphan in &orphans {
+            let (by_x, by_y) = tokio::join!(
+                x.claim_orphan(orphan, DEAD_AFTER),
+                y.claim_orphan(orphan, DEAD_AFTER)
+            );
+            let (by_x, by_y) = (by_x.expect("claim"), by_y.expect("claim"));
+            assert!(by_x ^ by_y, "exactly one claims: x {by_x}, y {by_y}");
+            let winner = if by_x { &x } else { &y };
+            let loser = if by_x { &y } else { &x };
+            assert!(winner.still_claimed(&orphan.id).await.expect("claimed"));
+            assert!(!loser.still_claimed(&orphan.id).await.expect("claimed"));
+            // A claimed orphan is no orphan to the others (its claimer is alive).
+            winner.heartbeat().await.expect("beat");
+            let left = loser
+                .orphaned_calls(DEAD_AFTER, LONG_GRACE, 100)
+                .await
+                .expect("orphans");
+            assert!(!ids(&left).contains(&orphan.id.as_str()));
+            // Given back, it is the dead owner's again, for a later pass.
+            winner.release_orphan(orphan).await.expect("release");
+            assert_eq!(
+                plain.owner_of(&orphan.id).await.expect("owner").as_deref(),
+                Some("i-dead")
+            );
+        }
+        x.close().await;
+        y.close().await;
+        plain.close().await;
+    }
+
+    async fn a_claim_fails_once_the_owner_beats_again_or_the_call_ended(url: String) {
+        let plain = open(&url).await;
+        let me = plain.clone().owned_by("i-me");
+        let owner = plain.clone().owned_by("i-owner");
+        owner.heartbeat().await.expect("beat");
+        let resumed = in_progress(&owner, None).await;
+        let ended = in_progress(&owner, None).await;
+        let streamed_elsewhere = in_progress(&owner, None).await;
+        tokio::time::sleep(SILENCE).await;
+        let orphans = me
+            .orphaned_calls(DEAD_AFTER, LONG_GRACE, 100)
+            .await
+            .expect("orphans");
+        assert_eq!(ids(&orphans), [&resumed, &ended, &streamed_elsewhere]);
+
+        // Between the look and the claim: the owner beats (a long pause, not a death), a
+        // callback ends one call, another instance starts one's stream.
+        owner.heartbeat().await.expect("beat");
+        assert!(
+            !me.claim_orphan(&orphans[0], DEAD_AFTER)
+                .await
+                .expect("claim")
+        );
+        tokio::time::sleep(SILENCE).await;
+        owner
+            .record_status(&ended, CallStatus::Completed)
+            .await
+            .expect("status");
+        assert!(
+            !me.claim_orphan(&orphans[1], DEAD_AFTER)
+                .await
+                .expect("claim")
+        );
+        plain
+            .clone()
+            .owned_by("i-elsewhere")
+            .take_ownership(&streamed_elsewhere)
+            .await
+            .expect("take over");
+        assert!(
+            !me.claim_orphan(&orphans[2], DEAD_AFTER)
+                .await
+                .expect("claim")
+        );
+        for id in [&resumed, &ended] {
+            assert_eq!(
+                plain.owner_of(id).await.expect("owner").as_deref(),
+                Some("i-owner")
+            );
+        }
+        plain.close().await;
+    }
+}

@@ -145,6 +145,12 @@ async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndR
         .admission
         .admit(key, claims.record.clone(), std::time::Instant::now())
         .map_err(|_| EndReason::OverCapacity)?;
+    if let Some(record) = &claims.record
+        && let Err(error) = app.store.take_ownership(record).await
+    {
+        // The call goes ahead; at worst another instance may settle its record early.
+        tracing::error!(%error, "could not take ownership of the call record");
+    }
     let caller = CallerInfo {
         from: claims.from,
         to: claims.to,

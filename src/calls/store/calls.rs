@@ -37,10 +37,13 @@ impl CallStore {
         })?;
 
         let mut tx = self.begin(OP).await?;
+        // The creating instance owns the record until another runs its stream, so a crash
+        // of this process can be told from calls still looked after (see `instances`).
         sqlx::query(
             "INSERT INTO calls (id, provider, provider_call_id, direction, from_number, \
-             to_number, campaign, prompt, vars, status, created_ms, updated_ms, event_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, 1)",
+             to_number, campaign, prompt, vars, status, created_ms, updated_ms, event_seq, \
+             owner_instance) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, 1, $12)",
         )
         .bind(&id)
         .bind(&call.provider)
@@ -53,6 +56,7 @@ impl CallStore {
         .bind(&vars)
         .bind(call.status.as_str())
         .bind(now)
+        .bind(self.instance_id())
         .execute(&mut *tx)
         .await
         .map_err(query_error(OP))?;

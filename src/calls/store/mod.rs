@@ -12,21 +12,25 @@
 //! status sticks, except that a late `machine` verdict replaces `completed`.
 //!
 //! This module holds the connection and the errors; [`model`] the record types; [`calls`]
-//! the queries on calls and their events. Other concerns add their own `impl CallStore`
-//! block in a file of their own.
+//! the queries on calls and their events; `instances` which server instance owns which call
+//! (heartbeats, and claiming calls a dead instance left behind). Other concerns add their own
+//! `impl CallStore` block in a file of their own.
 
 mod calls;
+mod instances;
 pub mod model;
 mod tokens;
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Transaction};
 
+pub use instances::OrphanedCall;
 pub use model::{
     CallFilter, CallRecord, CallStatus, NewCall, ParseCallStatusError, StatusChange, ToolEvent,
     TranscriptLine,
@@ -134,6 +138,10 @@ impl Backend {
 pub struct CallStore {
     pool: AnyPool,
     backend: Backend,
+    /// The server instance this handle writes for: records it creates are stamped as owned
+    /// by it, and its heartbeat is this id's. `None` for a handle that belongs to no running
+    /// server (tools, tests); its records have no owner.
+    instance: Option<Arc<str>>,
 }
 
 impl CallStore {
@@ -204,7 +212,25 @@ impl CallStore {
                 url: shown.clone(),
                 source,
             })?;
-        Ok(CallStore { pool, backend })
+        Ok(CallStore {
+            pool,
+            backend,
+            instance: None,
+        })
+    }
+
+    /// This store, writing for the server instance `instance_id`: records it creates from
+    /// now on are owned by that instance (see [`CallStore::heartbeat`]). Shares the pool.
+    pub fn owned_by(self, instance_id: &str) -> CallStore {
+        CallStore {
+            instance: Some(Arc::from(instance_id)),
+            ..self
+        }
+    }
+
+    /// The instance this store writes for, if any.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.instance.as_deref()
     }
 
     /// `"sqlite"` or `"postgres"`.
