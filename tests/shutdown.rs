@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use gemini_phone::calls::CallStore;
@@ -88,7 +88,10 @@ fn start_server(gemini_url: &str, database_url: &str, dir: &std::path::Path) -> 
             ("GEMINI_API_KEY", TEST_API_KEY),
             ("GEMINI_LIVE_URL", gemini_url),
             ("PUBLIC_URL", "https://phone.example.com"),
-            ("PROMPTS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")),
+            (
+                "PROMPTS_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+            ),
             ("DATABASE_URL", database_url),
             ("HOST", "127.0.0.1"),
             ("PORT", &port.to_string()),
@@ -97,7 +100,7 @@ fn start_server(gemini_url: &str, database_url: &str, dir: &std::path::Path) -> 
         ])
         // No stray .env is read from the test's working directory.
         .current_dir(dir)
-        .stdout(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
         .stderr(log)
         .spawn()
         .expect("start the server binary");

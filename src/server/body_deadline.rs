@@ -100,23 +100,25 @@ mod tests {
         Request::post("/").body(body).unwrap()
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_trickling_body_is_cut_at_the_deadline_though_every_byte_is_prompt() {
-        let request = limit_body_time(
-            post(trickling_body(100, Duration::from_secs(1))),
-            Duration::from_secs(10),
-        );
+        let within = Duration::from_millis(300);
+        let request = limit_body_time(post(trickling_body(100, Duration::from_millis(20))), within);
         let started = tokio::time::Instant::now();
         let error = to_bytes(request.into_body(), 1024).await.unwrap_err();
         assert!(body_timeout_in(&error).is_some(), "{error}");
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        let cut_after = started.elapsed();
+        assert!(
+            (within..within * 3).contains(&cut_after),
+            "cut after {cut_after:?}"
+        );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_body_that_arrives_in_time_is_untouched() {
         let request = limit_body_time(
-            post(trickling_body(5, Duration::from_secs(1))),
-            Duration::from_secs(10),
+            post(trickling_body(5, Duration::from_millis(10))),
+            Duration::from_secs(5),
         );
         let body = to_bytes(request.into_body(), 1024).await.unwrap();
         assert_eq!(&body[..], b"xxxxx");
