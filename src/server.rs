@@ -22,7 +22,6 @@ use crate::telephony;
 use crate::webhooks;
 
 pub use body_deadline::{BodyTimedOut, body_timeout_in};
-pub use connections::ConnectionLimits;
 
 /// Largest message accepted on a phone stream; real ones are a few hundred bytes.
 const MAX_PHONE_MESSAGE_BYTES: usize = 64 * 1024;
@@ -66,8 +65,8 @@ pub async fn serve(
 /// hyper 1.x times the wait for the next request on a kept-alive connection with the same
 /// timer as a slow request head: it starts when the connection is ready for a request and
 /// stops when the head is complete. So the shorter of the two settings bounds both.
-fn connection_limits(limits: &crate::config::Limits) -> ConnectionLimits {
-    ConnectionLimits {
+fn connection_limits(limits: &crate::config::Limits) -> connections::ConnectionLimits {
+    connections::ConnectionLimits {
         head_timeout: limits.http_header_timeout.min(limits.http_idle_timeout),
         drain_timeout: limits.drain_timeout,
     }
