@@ -95,6 +95,18 @@ impl Admission {
         Ok(())
     }
 
+    /// Moves `from`'s reservation to `to`, keeping its lapse time: `POST /calls` takes its slot
+    /// before the call record, whose id keys the call, exists. False if `from` holds none.
+    pub fn rename(&self, from: &str, to: &str) -> bool {
+        let mut slots = self.slots();
+        let Some(lapses) = slots.reserved.remove(from) else {
+            return false;
+        };
+        let kept = slots.reserved.entry(to.to_owned()).or_insert(lapses);
+        *kept = (*kept).max(lapses);
+        true
+    }
+
     /// Gives back `key`'s reserved slot (the call ended before its stream started).
     pub fn release(&self, key: &str) {
         self.slots().reserved.remove(key);
@@ -194,6 +206,23 @@ mod tests {
         drop(call);
         assert_eq!(admission.live(), 0);
         assert!(admission.admit("b", None, now).is_ok());
+    }
+
+    #[test]
+    fn a_renamed_reservation_keeps_its_one_slot() {
+        let admission = Admission::new(1);
+        let now = Instant::now();
+        admission.reserve("provisional", now, HOLD).unwrap();
+        assert!(admission.rename("provisional", "c1"));
+        assert!(admission.is_saturated(now), "still one slot taken");
+        assert!(
+            admission.admit("c1", None, now).is_ok(),
+            "under its new key"
+        );
+        assert!(
+            !admission.rename("provisional", "c2"),
+            "nothing left to move"
+        );
     }
 
     #[test]

@@ -7,12 +7,23 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gemini_phone::app::App;
 use gemini_phone::calls::CallStatus;
 use gemini_phone::config::Config;
 use gemini_phone::server;
 use tracing_subscriber::EnvFilter;
+
+/// How long after the drain deadline the last record writes may take: the records of calls
+/// cut at the deadline are written in this time.
+const RECORD_FLUSH_GRACE: Duration = Duration::from_secs(1);
+/// How long tasks still running at exit (a call cut at the deadline, a provider request) get
+/// to stop before the process exits without them. With [`RECORD_FLUSH_GRACE`] this keeps the
+/// exit within two seconds of the drain deadline.
+const RUNTIME_STOP_GRACE: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
@@ -59,7 +70,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(app)) {
+    let outcome = runtime.block_on(run(app));
+    // Dropping the runtime would wait for every task, however stuck; this does not.
+    runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -87,16 +101,25 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
         shutdown_signal().await;
         signalled.shutdown.begin();
     });
-    server::serve(listener, Arc::clone(&app), app.shutdown.signal())
+    // One deadline for everything: HTTP connections and calls drain at the same time.
+    let drain = app.config.limits.drain_timeout;
+    let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel();
+    let signal = app.shutdown.signal();
+    let stop_accepting = async move {
+        signal.await;
+        let _ = deadline_tx.send(Instant::now() + drain);
+    };
+    server::serve(listener, Arc::clone(&app), stop_accepting)
         .await
         .context("server failed")?;
-    finish_calls(&app).await;
+    let deadline = deadline_rx.await.unwrap_or_else(|_| Instant::now() + drain);
+    finish_calls(&app, deadline).await;
     Ok(())
 }
 
-/// Gives the calls in progress, which have heard the shutdown signal, until the drain
-/// deadline to end themselves; records the ones cut at the deadline; flushes the records.
-async fn finish_calls(app: &App) {
+/// Gives the calls in progress, which have heard the shutdown signal, until `deadline` to end
+/// themselves; records the ones cut at the deadline; flushes the records.
+async fn finish_calls(app: &App, deadline: Instant) {
     let running = app.shutdown.running_calls();
     if running > 0 {
         tracing::info!(
@@ -105,7 +128,8 @@ async fn finish_calls(app: &App) {
             "ending calls in progress"
         );
     }
-    if !app.shutdown.drain(app.config.limits.drain_timeout).await {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !app.shutdown.drain(left).await {
         let cut = app.admission.live_records();
         tracing::warn!(
             calls = cut.len(),
@@ -121,7 +145,8 @@ async fn finish_calls(app: &App) {
         }
     }
     // What the calls wrote last (transcripts, end reasons) must reach the database.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), app.recorder.flush())
+    let flushed_by = deadline.max(Instant::now()) + RECORD_FLUSH_GRACE;
+    if tokio::time::timeout_at(flushed_by, app.recorder.flush())
         .await
         .is_err()
     {
@@ -160,7 +185,7 @@ fn healthcheck() -> ExitCode {
         .and_then(|p| p.parse().ok())
         .unwrap_or(8000);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let timeout = std::time::Duration::from_secs(2);
+    let timeout = Duration::from_secs(2);
     let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut stream| {
         stream.set_read_timeout(Some(timeout))?;
         stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;

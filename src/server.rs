@@ -1,14 +1,17 @@
 //! The HTTP routes: health, the providers' webhooks and media streams, and the user's `/calls`
-//! API. The state they share lives in [`crate::app`].
+//! API. The state they share lives in [`crate::app`]; how connections are accepted, timed and
+//! closed lives in [`connections`].
+
+mod body_deadline;
+mod connections;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::extract::{Path, Request, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -18,6 +21,8 @@ use crate::calls::api;
 use crate::telephony;
 use crate::webhooks;
 
+pub use body_deadline::{BodyTimedOut, body_timeout_in};
+
 /// Largest message accepted on a phone stream; real ones are a few hundred bytes.
 const MAX_PHONE_MESSAGE_BYTES: usize = 64 * 1024;
 /// Read buffer of a phone stream.
@@ -25,11 +30,10 @@ const PHONE_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// The application's routes.
 pub fn router(app: Arc<App>) -> Router {
+    let body_timeout = app.config.limits.http_body_timeout;
     Router::new()
         .route("/health", get(health))
-        .route("/calls", post(api::create).get(api::list))
-        .route("/calls/{id}", get(api::get))
-        .route("/calls/{id}/hangup", post(api::hang_up))
+        .merge(api::routes(&app.config.limits))
         .route(
             "/{provider}/answer",
             get(webhooks::answer).post(webhooks::answer),
@@ -41,25 +45,31 @@ pub fn router(app: Arc<App>) -> Router {
             get(webhooks::transfer).post(webhooks::transfer),
         )
         .route("/{provider}/stream", get(stream))
+        .layer(axum::middleware::map_request(move |request: Request| async move {
+            body_deadline::limit_body_time(request, body_timeout)
+        }))
         .with_state(app)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
+/// and cuts any connection still open after `SHUTDOWN_DRAIN_SECS`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Frames are sent as soon as they are ready; Nagle would hold each one back until the
-    // provider's next packet acknowledges the last, adding up to a frame of delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = connection_limits(&app.config.limits);
+    connections::serve_connections(listener, router(app), limits, shutdown).await
+}
+
+/// hyper 1.x times the wait for the next request on a kept-alive connection with the same
+/// timer as a slow request head: it starts when the connection is ready for a request and
+/// stops when the head is complete. So the shorter of the two settings bounds both.
+fn connection_limits(limits: &crate::config::Limits) -> connections::ConnectionLimits {
+    connections::ConnectionLimits {
+        head_timeout: limits.http_header_timeout.min(limits.http_idle_timeout),
+        drain_timeout: limits.drain_timeout,
+    }
 }
 
 async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {

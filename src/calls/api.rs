@@ -1,26 +1,59 @@
 //! The user's API: start outbound calls, read records, hang up. Every route needs the
-//! `API_TOKEN` bearer token: an open dial-out endpoint is toll fraud waiting to happen.
+//! `API_TOKEN` bearer token, checked by [`Authorized`] before any body is read: an open
+//! dial-out endpoint is toll fraud waiting to happen. The token's requests are rate-limited,
+//! bodies are small and must arrive in time, and `POST /calls` dials only when a call slot
+//! is free ([`crate::admission`]).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{self, post};
+use axum::{Extension, Json, Router};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::store::{CallFilter, CallStatus, NewCall};
+use crate::admission::{self, Admission, Saturated};
 use crate::app::App;
+use crate::config::Limits;
 use crate::e164::is_e164;
 use crate::prompts::PromptError;
+use crate::server::body_timeout_in;
 use crate::telephony::Direction;
 use crate::telephony::rest::DialRequest;
 
 /// The prompt template used when `POST /calls` names none.
 pub const DEFAULT_OUTBOUND_PROMPT: &str = "outbound";
+
+/// Largest request body the API reads. A `POST /calls` body is a few hundred bytes; even
+/// with many template variables it stays far below this.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// What `Retry-After` tells a client refused because every call slot is taken. Slots come
+/// free as calls end and as unanswered dial-outs lapse, so a short wait usually finds one.
+pub const SATURATED_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The `/calls` routes, with their body limit and the API token's rate limit.
+pub fn routes(limits: &Limits) -> Router<Arc<App>> {
+    Router::new()
+        .route("/calls", post(create).get(list))
+        .route("/calls/{id}", routing::get(get))
+        .route("/calls/{id}/hangup", post(hang_up))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(Extension(ApiRateLimit::per_minute(
+            limits.api_rate_per_minute,
+        )))
+}
 
 /// An API failure, answered as `{"error": "…"}` with a fitting status.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +64,23 @@ pub enum ApiError {
     /// `API_TOKEN` is not configured, so the API is closed.
     #[error("the /calls API is disabled: set API_TOKEN to enable it")]
     Disabled,
+    /// The token used up its requests for now (`API_RATE_LIMIT`).
+    #[error("too many requests: the API takes {per_minute} a minute; try again in {} s", retry_after_seconds(*.retry_after))]
+    RateLimited {
+        /// The configured rate.
+        per_minute: u32,
+        /// When the next request will be accepted.
+        retry_after: Duration,
+    },
+    /// Every call slot is taken (`MAX_CONCURRENT_CALLS`); nothing was dialled.
+    #[error("{saturated}: nothing was dialled; try again in {} s", SATURATED_RETRY_AFTER.as_secs(), saturated = .0)]
+    Saturated(Saturated),
+    /// The body is over [`MAX_REQUEST_BYTES`].
+    #[error("the request body is over the {} KiB the API takes", MAX_REQUEST_BYTES / 1024)]
+    BodyTooLarge,
+    /// The body did not arrive within `HTTP_BODY_TIMEOUT_SECS`.
+    #[error(transparent)]
+    BodyTimedOut(#[from] crate::server::BodyTimedOut),
     /// The request is wrong; the message says how.
     #[error("{0}")]
     BadRequest(String),
@@ -51,51 +101,207 @@ pub enum ApiError {
     /// The record store failed.
     #[error("call records are unavailable: {0}")]
     Store(#[from] super::store::StoreError),
+    /// The server was put together wrongly; the message says how.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Disabled => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } | ApiError::Saturated(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Provider { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::Store(error) => {
-                tracing::error!(%error, "call API store failure");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// How long a refused client should wait before trying again, when that is known.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::Saturated(_) => Some(SATURATED_RETRY_AFTER),
+            _ => None,
+        }
+    }
+}
+
+/// Whole seconds, rounded up so that a client waiting that long is not refused again.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Store(error) => tracing::error!(%error, "call API store failure"),
+            ApiError::Internal(problem) => tracing::error!(problem, "call API internal error"),
+            _ => {}
+        }
         let mut body = json!({"error": self.to_string()});
         if let ApiError::Provider { id: Some(id), .. } = &self {
             body["id"] = json!(id);
         }
         let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(wait) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, retry_after_seconds(wait).into());
         }
         response
     }
 }
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &app.config.api_token else {
-        return Err(ApiError::Disabled);
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+/// Proof that a request carried the `API_TOKEN` bearer token and is within the token's rate.
+/// Handlers take it as their first argument, so it runs before any body is read: a client
+/// without the token is answered at once, however large a body it announced.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized;
+
+impl FromRequestParts<Arc<App>> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Some(token) = &app.config.api_token else {
+            return Err(ApiError::Disabled);
+        };
+        let presented = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        if !same_secret(presented, token.expose()) {
+            return Err(ApiError::Unauthorized);
+        }
+        let rate = parts
+            .extensions
+            .get::<ApiRateLimit>()
+            .ok_or(ApiError::Internal(
+                "the /calls routes lack their rate limit",
+            ))?;
+        rate.take()?;
+        Ok(Authorized)
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme is matched
+/// without regard to case, as RFC 7235 (§2.1) says auth schemes are.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
+/// Compares digests in constant time, so the time taken reveals neither the token's bytes
+/// nor its length.
+fn same_secret(presented: &str, expected: &str) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    bool::from(presented.ct_eq(&expected))
+}
+
+/// The API token's request budget: `API_RATE_LIMIT` requests a minute, which may come in
+/// one burst and are then refilled evenly. Shared by every clone.
+#[derive(Clone)]
+pub struct ApiRateLimit {
+    per_minute: u32,
+    limiter: Arc<DefaultDirectRateLimiter>,
+}
+
+impl std::fmt::Debug for ApiRateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRateLimit")
+            .field("per_minute", &self.per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiRateLimit {
+    /// `per_minute` requests a minute (at least one).
+    pub fn per_minute(per_minute: u32) -> Self {
+        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            per_minute: rate.get(),
+            limiter: Arc::new(RateLimiter::direct(Quota::per_minute(rate))),
+        }
+    }
+
+    /// Takes one request from the budget, or says how long until one is free.
+    pub fn take(&self) -> Result<(), ApiError> {
+        self.limiter.check().map_err(|not_until| {
+            use governor::clock::Clock as _;
+            ApiError::RateLimited {
+                per_minute: self.per_minute,
+                retry_after: not_until.wait_time_from(self.limiter.clock().now()),
+            }
+        })
+    }
+}
+
+/// A call slot held while `POST /calls` creates the record and dials; given back if the
+/// request fails before the call is placed, kept (under the record's id) once it is.
+struct DialSlot<'a> {
+    admission: &'a Admission,
+    key: String,
+    placed: bool,
+}
+
+impl<'a> DialSlot<'a> {
+    /// Takes a slot under a key of its own: the record, whose id will key the call, does not
+    /// exist yet, and a refused request should leave none behind.
+    fn take(admission: &'a Admission) -> Result<Self, ApiError> {
+        let key = format!("dial-{}", uuid::Uuid::new_v4().simple());
+        admission
+            .reserve(&key, Instant::now(), admission::DIAL_TO_START)
+            .map_err(ApiError::Saturated)?;
+        Ok(Self {
+            admission,
+            key,
+            placed: false,
+        })
+    }
+
+    /// Keys the slot by the call's record, as the call's media stream will claim it.
+    fn bind_to_record(&mut self, record_id: &str) {
+        if self.admission.rename(&self.key, record_id) {
+            record_id.clone_into(&mut self.key);
+        }
+    }
+
+    /// The call was placed: the slot stays held until its stream starts or it lapses.
+    fn keep(mut self) {
+        self.placed = true;
+    }
+}
+
+impl Drop for DialSlot<'_> {
+    fn drop(&mut self) {
+        if !self.placed {
+            self.admission.release(&self.key);
+        }
+    }
+}
+
+/// The body of a request, or why it could not be read.
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if let Some(timed_out) = body_timeout_in(&rejection) {
+            return ApiError::BodyTimedOut(timed_out);
+        }
+        match rejection {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                ApiError::BodyTooLarge
+            }
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    })
 }
 
 /// `POST /calls` body.
@@ -115,13 +321,16 @@ struct CreateCall {
     campaign: Option<String>,
 }
 
-/// `POST /calls`: validate, record, dial.
+/// `POST /calls`: validate, take a call slot, record, dial.
+///
+/// A request refused for lack of a slot (429) leaves no record: nothing was attempted, and
+/// a client that retries later does not leave a trail of failed records behind.
 pub async fn create(
+    _: Authorized,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
+    let body = read_body(body)?;
     let request: CreateCall = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if !is_e164(&request.to) {
@@ -172,6 +381,7 @@ pub async fn create(
         .render(&prompt, &request.vars)
         .map_err(|e: PromptError| ApiError::BadRequest(e.to_string()))?;
 
+    let mut slot = DialSlot::take(&app.admission)?;
     let record = app
         .store
         .create(NewCall {
@@ -186,6 +396,7 @@ pub async fn create(
             status: CallStatus::Queued,
         })
         .await?;
+    slot.bind_to_record(&record.id);
     let dial = DialRequest {
         to: request.to,
         from,
@@ -195,6 +406,7 @@ pub async fn create(
     };
     match control.dial(&dial).await {
         Ok(provider_call_id) => {
+            slot.keep();
             app.store
                 .set_provider_call_id(&record.id, &provider_call_id)
                 .await?;
@@ -207,6 +419,7 @@ pub async fn create(
             Ok((StatusCode::CREATED, Json(record)).into_response())
         }
         Err(error) => {
+            drop(slot);
             tracing::warn!(call = %record.id, %error, "provider refused the outbound call");
             app.store.fail(&record.id, &error.to_string()).await?;
             Err(ApiError::Provider {
@@ -227,11 +440,10 @@ pub struct ListQuery {
 
 /// `GET /calls?campaign=&status=&limit=`: newest first.
 pub async fn list(
+    _: Authorized,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
     let status = query
         .status
         .as_deref()
@@ -256,22 +468,20 @@ pub async fn list(
 
 /// `GET /calls/{id}`: the whole record with its transcript.
 pub async fn get(
+    _: Authorized,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
     let record = app.store.get(&id).await?.ok_or(ApiError::NotFound(id))?;
     Ok(Json(record).into_response())
 }
 
 /// `POST /calls/{id}/hangup`: end a live or ringing call through the provider.
 pub async fn hang_up(
+    _: Authorized,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
     let record = app
         .store
         .get(&id)

@@ -64,6 +64,8 @@ impl TestServer {
             ("PUBLIC_URL".into(), "https://phone.example.com".into()),
             ("PROMPTS_DIR".into(), prompts.into()),
             ("GEMINI_SETUP_TIMEOUT_SECS".into(), "2".into()),
+            // Tests poll the API in tight loops; the rate limit has tests of its own.
+            ("API_RATE_LIMIT".into(), "100000".into()),
         ];
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let data = if all.iter().any(|(k, _)| k == "DATABASE_URL") {
