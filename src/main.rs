@@ -114,6 +114,13 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
         .context("server failed")?;
     let deadline = deadline_rx.await.unwrap_or_else(|_| Instant::now() + drain);
     finish_calls(&app, deadline).await;
+    // Other instances may now settle whatever this one still owns.
+    if tokio::time::timeout(RECORD_FLUSH_GRACE, app.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not sign this instance out of the records database in time");
+    }
     Ok(())
 }
 
