@@ -228,3 +228,34 @@ async fn the_shutdown_signal_ends_every_call_with_its_reason_on_record() {
     assert!(server.app.shutdown.drain(WAIT).await);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn streams_that_end_badly_get_a_close_frame_that_says_why() {
+    let mut gemini = FakeGemini::start(Behaviour::Normal).await;
+    let server = server(&gemini, &[]).await;
+    // An oversized message is a protocol error on the phone side: the call ends, and the
+    // provider is told so with a close frame rather than a dropped connection.
+    let mut caller = Caller::start(
+        &server,
+        Provider::Twilio,
+        "CA0000000000000000000000000000ffff",
+    )
+    .await;
+    let _session = gemini.next_session(WAIT).await;
+    assert!(caller.send_raw(&"x".repeat(70 * 1024)).await);
+    assert!(caller.wait_closed(WAIT).await);
+    let (code, reason) = caller.close_frame().expect("a close frame");
+    assert_eq!(code, 1002, "{reason}");
+    assert!(reason.contains("phone stream error"), "{reason}");
+    // A stream without a valid token is refused with 1008.
+    let mut forged = Caller::start_with(
+        &server,
+        Provider::Twilio,
+        "CA0000000000000000000000000000fffe",
+        &[("token".to_owned(), "1t00".to_owned())],
+    )
+    .await;
+    assert!(forged.wait_closed(WAIT).await);
+    assert_eq!(forged.close_frame().map(|(code, _)| code), Some(1008));
+    server.stop().await;
+}

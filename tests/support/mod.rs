@@ -355,6 +355,14 @@ impl Caller {
     }
 
     /// True once the server closed the socket within `timeout`.
+    /// Code and reason of the server's close frame, if one arrived.
+    pub fn close_frame(&self) -> Option<(u16, String)> {
+        match self {
+            Caller::Twilio(c) => c.ws.close_frame(),
+            Caller::Plivo(c) => c.ws.close_frame(),
+        }
+    }
+
     pub async fn wait_closed(&mut self, timeout: Duration) -> bool {
         match self {
             Caller::Twilio(c) => c.wait_closed(timeout).await,
