@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use crate::admission::ANSWER_TO_START;
 use crate::app::App;
 use crate::calls::{CallRecord, CallStatus, NewCall};
+use crate::e164;
 use crate::signature::{StreamClaims, unix_now};
 use crate::telephony::{
     self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
@@ -394,13 +395,10 @@ pub async fn transfer(
     State(app): State<Arc<App>>,
     Webhook { provider, params }: Webhook,
 ) -> Response {
-    let requested = params.get("to").map(|to| {
-        if to.starts_with('+') {
-            to.clone()
-        } else {
-            format!("+{to}")
-        }
-    });
+    // Plivo writes numbers without `+`; an unreadable one is refused as not allowed below.
+    let requested = params
+        .get("to")
+        .map(|to| e164::normalize(to).unwrap_or_else(|| to.clone()));
     match app.tools.transfer_target(requested.as_deref()) {
         Ok(to) => xml(provider.transfer_xml(&to)),
         Err(why) => (StatusCode::FORBIDDEN, why).into_response(),

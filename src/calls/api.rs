@@ -26,7 +26,7 @@ use super::store::{CallFilter, CallStatus, NewCall};
 use crate::admission::{self, Admission, Saturated};
 use crate::app::App;
 use crate::config::Limits;
-use crate::e164::is_e164;
+use crate::e164::{self, is_e164};
 use crate::prompts::PromptError;
 use crate::server::body_timeout_in;
 use crate::telephony::Direction;
@@ -364,16 +364,9 @@ pub async fn create(
         }
     };
     // Plivo numbers are often written without `+`; accept both and store E.164.
-    let from = if from.starts_with('+') {
-        from
-    } else {
-        format!("+{from}")
-    };
-    if !is_e164(&from) {
-        return Err(ApiError::BadRequest(format!(
-            "`from` must be an E.164 number, got {from:?}"
-        )));
-    }
+    let from = e164::normalize(&from).ok_or_else(|| {
+        ApiError::BadRequest(format!("`from` must be an E.164 number, got {from:?}"))
+    })?;
     let prompt = request
         .prompt
         .unwrap_or_else(|| DEFAULT_OUTBOUND_PROMPT.to_owned());
