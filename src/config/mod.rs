@@ -154,6 +154,10 @@ pub struct Config {
     pub provider_timeout: Duration,
     /// Admission, time-outs and rate limits that protect the server.
     pub limits: Limits,
+    /// Point the configured numbers' webhooks at `PUBLIC_URL` at start-up.
+    pub auto_configure_numbers: bool,
+    /// WAV played to the caller when Gemini is unavailable (`None`: the built-in clip).
+    pub fallback_audio: Option<PathBuf>,
 }
 
 /// What protects the server from overload, slow peers and abuse.
@@ -228,6 +232,8 @@ impl Config {
             provider_timeout: vars.seconds("PROVIDER_TIMEOUT_SECS", 15)?,
             verify_webhooks: vars.flag("VERIFY_WEBHOOKS", true)?,
             limits: read::limits(&vars)?,
+            auto_configure_numbers: vars.flag("AUTO_CONFIGURE_NUMBERS", false)?,
+            fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
         })
     }
 
