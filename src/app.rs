@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::admission::Admission;
+use crate::audio::clip::Clip;
 use crate::audio::{Downlink, Uplink};
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
@@ -51,6 +52,8 @@ pub struct App {
     pub admission: Arc<Admission>,
     /// The stop signal every call hears.
     pub shutdown: Shutdown,
+    /// What a caller hears when Gemini fails (`FALLBACK_AUDIO`, else the built-in apology).
+    pub fallback_clip: Clip,
     /// This process's id among instances sharing the records database.
     pub instance_id: String,
     /// This instance's heartbeat in the records store.
@@ -80,6 +83,7 @@ impl App {
             .owned_by(&instance_id);
         let (recorder, _writer) = Recorder::spawn(store.clone());
         let tools = ToolBox::load(&config.tools)?;
+        let fallback_clip = fallback_clip(&config)?;
         // Designs the audio filters now rather than during the first call.
         let _ = (Uplink::new(), Downlink::new());
         let http = http_client(config.provider_timeout);
@@ -101,6 +105,7 @@ impl App {
         );
         let membership = reconcile::start(reconciler, &shutdown);
         Ok(Self {
+            fallback_clip,
             stream_tokens: StreamTokens::new(&stream_secret(&config)),
             admission: Admission::new(config.limits.max_concurrent_calls),
             shutdown,
@@ -129,6 +134,19 @@ impl App {
     /// How long this process has been up.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
+    }
+}
+
+/// `FALLBACK_AUDIO` converted for the phone, or the built-in apology.
+fn fallback_clip(config: &Config) -> Result<Clip, ConfigError> {
+    match &config.fallback_audio {
+        None => Ok(Clip::builtin_fallback()),
+        Some(path) => Clip::from_wav_file(path).map_err(|e| {
+            ConfigError::new(
+                "FALLBACK_AUDIO",
+                format!("cannot use {}: {e}", path.display()),
+            )
+        }),
     }
 }
 

@@ -307,7 +307,7 @@ async fn hang_up_closes_gemini_and_frees_the_call() {
 }
 
 #[tokio::test]
-async fn gemini_refusing_ends_the_call_cleanly() {
+async fn gemini_refusing_plays_the_fallback_and_ends_the_call_cleanly() {
     let refusals = [
         Behaviour::RejectHandshake(403),
         Behaviour::CloseOnSetup(
@@ -321,7 +321,14 @@ async fn gemini_refusing_ends_the_call_cleanly() {
             let gemini = FakeGemini::start(behaviour.clone()).await;
             let server = TestServer::with_gemini(&gemini.url()).await;
             let mut caller = Caller::start(&server, provider, "refused").await;
-            // NeverCompleteSetup waits out the 2 s test setup timeout.
+            // NeverCompleteSetup waits out the 2 s test setup timeout. The caller hears the
+            // fallback message rather than silence, and the call ends once it has played.
+            let heard = caller
+                .recv_until(WAIT, |r| r.marks().contains(&"playout".to_owned()))
+                .await
+                .expect("the fallback message");
+            assert!(heard.media_count() > 100, "{provider:?} {behaviour:?}");
+            assert!(caller.ack_mark("playout").await);
             assert!(
                 caller.wait_closed(WAIT).await,
                 "{provider:?} {behaviour:?}: call not ended"
@@ -333,7 +340,7 @@ async fn gemini_refusing_ends_the_call_cleanly() {
 }
 
 #[tokio::test]
-async fn gemini_dropping_mid_call_ends_the_call_cleanly() {
+async fn gemini_dropping_mid_call_plays_the_fallback_and_ends_the_call_cleanly() {
     for provider in PROVIDERS {
         for abrupt in [false, true] {
             let (_gemini, server, mut caller, session) = live_call(provider, "dropped").await;
@@ -347,6 +354,12 @@ async fn gemini_dropping_mid_call_ends_the_call_cleanly() {
                     "Operation is not implemented, or supported, or enabled.",
                 );
             }
+            let heard = caller
+                .recv_until(WAIT, |r| r.marks().contains(&"playout".to_owned()))
+                .await
+                .expect("the fallback message");
+            assert!(heard.media_count() > 100, "{provider:?} abrupt={abrupt}");
+            assert!(caller.ack_mark("playout").await);
             assert!(
                 caller.wait_closed(WAIT).await,
                 "{provider:?} abrupt={abrupt}: call not ended"

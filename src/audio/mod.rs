@@ -1,6 +1,7 @@
 //! Audio path between a phone call (G.711 μ-law, 8 kHz) and Gemini Live (PCM16 LE, 16 kHz up,
 //! 24 kHz down).
 
+pub mod clip;
 pub mod codec;
 mod design;
 pub mod report;

@@ -32,17 +32,28 @@ pub enum JobDone {
         /// What the model is told.
         response: Value,
     },
-    /// The REST hang-up after `end_call` finished (the call ends either way).
-    HungUp,
+    /// The REST hang-up finished; the call ends for `reason` either way.
+    HungUp {
+        /// Why the call is being hung up.
+        reason: EndReason,
+    },
     /// The REST transfer finished.
     Transferred {
         /// The target number.
         to: String,
-        /// The `transfer_call` tool call to answer if it failed.
-        tool_call: String,
+        /// Why the caller is being transferred.
+        purpose: TransferFor,
         /// The provider's refusal, if any.
         result: Result<(), String>,
     },
+}
+
+/// Why a call is being transferred, which decides what a failed transfer does.
+pub enum TransferFor {
+    /// The model called `transfer_call` (this id): a failure is the tool's answer.
+    Tool(String),
+    /// Gemini failed (this reason) and the fallback message has played: a failure hangs up.
+    Fallback(EndReason),
 }
 
 /// A call whose stream proved itself and got a slot.
@@ -203,14 +214,19 @@ async fn system_prompt(app: &App, record_id: Option<&str>) -> String {
 }
 
 /// Ends the call through the provider's REST API (closing the stream ends it too; this
-/// makes it certain).
-pub async fn hang_up(app: Arc<App>, provider: &'static str, provider_call_id: String) -> JobDone {
+/// makes it certain), for `reason`.
+pub async fn hang_up(
+    app: Arc<App>,
+    provider: &'static str,
+    provider_call_id: String,
+    reason: EndReason,
+) -> JobDone {
     if let Some(control) = app.providers.control(provider)
         && let Err(e) = control.hang_up(&provider_call_id, true).await
     {
         tracing::warn!(error = %e, "REST hang-up failed; closing the stream instead");
     }
-    JobDone::HungUp
+    JobDone::HungUp { reason }
 }
 
 /// Moves the call to `to` through the provider's REST API.
@@ -219,7 +235,7 @@ pub async fn transfer(
     provider: &'static str,
     provider_call_id: String,
     to: String,
-    tool_call: String,
+    purpose: TransferFor,
 ) -> JobDone {
     let result = match app.providers.control(provider) {
         Some(control) => control
@@ -230,7 +246,7 @@ pub async fn transfer(
     };
     JobDone::Transferred {
         to,
-        tool_call,
+        purpose,
         result,
     }
 }

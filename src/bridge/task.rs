@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as GeminiMessage;
 use tracing::Instrument;
 
-use super::jobs::{self, AdmittedCall, JobDone, Jobs};
+use super::jobs::{self, AdmittedCall, JobDone, Jobs, TransferFor};
 use super::machine::{AfterPlayout, CallMachine, EndReason, Mode, Output};
 use crate::admission::LiveCall;
 use crate::app::App;
@@ -85,6 +85,7 @@ impl CallTask {
         let mut machine = CallMachine::new(mode, provider.media_stream(), now);
         machine.set_call_deadline(now + app.config.max_call_duration);
         machine.set_stall_timeout(app.config.limits.gemini_stall);
+        machine.set_fallback_clip(app.fallback_clip.share());
         let (phone_tx, phone_rx) = socket.split();
         Self {
             app,
@@ -160,17 +161,17 @@ impl CallTask {
                     .map(|c| (u16::from(c.code), c.reason.to_string()))
                     .unwrap_or((1005, String::new()));
                 self.drop_gemini();
-                self.machine.handle_gemini_closed(code, reason);
+                self.machine.handle_gemini_closed(code, reason, now);
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => {
                 self.drop_gemini();
-                self.machine.handle_gemini_closed(1006, e.to_string());
+                self.machine.handle_gemini_closed(1006, e.to_string(), now);
             }
             None => {
                 self.drop_gemini();
                 self.machine
-                    .handle_gemini_closed(1006, "connection ended".into());
+                    .handle_gemini_closed(1006, "connection ended".into(), now);
             }
         }
     }
@@ -203,22 +204,42 @@ impl CallTask {
             JobDone::Tool { id, name, response } => {
                 self.answer_tool(&id, &name, &response, None, now);
             }
-            JobDone::HungUp => self.machine.finish(EndReason::AgentHungUp),
+            JobDone::HungUp { reason } => self.machine.finish(reason),
             JobDone::Transferred {
                 to,
-                tool_call,
-                result,
-            } => match result {
-                Ok(()) => {
-                    tracing::info!(%to, "call transferred");
-                    self.machine.finish(EndReason::Transferred(to));
-                }
-                Err(why) => {
-                    tracing::warn!(%why, "transfer failed");
-                    let error = json!({"error": format!("the transfer failed: {why}")});
-                    self.answer_tool(&tool_call, "transfer_call", &error, None, now);
-                }
-            },
+                purpose,
+                result: Ok(()),
+            } => {
+                tracing::info!(%to, "call transferred");
+                self.machine.finish(match purpose {
+                    TransferFor::Tool(_) => EndReason::Transferred(to),
+                    TransferFor::Fallback(cause) => EndReason::FellBack {
+                        cause: Box::new(cause),
+                        transferred_to: Some(to),
+                    },
+                });
+            }
+            JobDone::Transferred {
+                purpose: TransferFor::Tool(tool_call),
+                result: Err(why),
+                ..
+            } => {
+                tracing::warn!(%why, "transfer failed");
+                let error = json!({"error": format!("the transfer failed: {why}")});
+                self.answer_tool(&tool_call, "transfer_call", &error, None, now);
+            }
+            JobDone::Transferred {
+                purpose: TransferFor::Fallback(cause),
+                result: Err(why),
+                ..
+            } => {
+                tracing::warn!(%why, "transfer after the fallback message failed; hanging up");
+                let reason = EndReason::FellBack {
+                    cause: Box::new(cause),
+                    transferred_to: None,
+                };
+                self.hang_up_then(reason);
+            }
         }
     }
 
@@ -343,8 +364,11 @@ impl CallTask {
             Ok(()) => true,
             Err(why) => {
                 self.drop_gemini();
-                self.machine
-                    .handle_gemini_closed(1006, format!("writing to Gemini: {why}"));
+                self.machine.handle_gemini_closed(
+                    1006,
+                    format!("writing to Gemini: {why}"),
+                    Instant::now().into_std(),
+                );
                 false
             }
         }
@@ -474,17 +498,43 @@ impl CallTask {
     }
 
     fn after_playout(&mut self, action: AfterPlayout) {
-        let (app, provider, call_id) = (
+        match action {
+            AfterPlayout::HangUp => self.hang_up_then(EndReason::AgentHungUp),
+            AfterPlayout::Transfer { to, call_id: tool } => {
+                self.transfer(to, TransferFor::Tool(tool))
+            }
+            AfterPlayout::Fallback { cause } => {
+                match self.app.config.tools.transfer_number.clone() {
+                    Some(to) => self.transfer(to, TransferFor::Fallback(cause)),
+                    None => self.hang_up_then(EndReason::FellBack {
+                        cause: Box::new(cause),
+                        transferred_to: None,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Hangs up through the provider, then ends the call for `reason`.
+    fn hang_up_then(&mut self, reason: EndReason) {
+        let job = jobs::hang_up(
             Arc::clone(&self.app),
             self.provider.name(),
             self.provider_call_id(),
+            reason,
         );
-        match action {
-            AfterPlayout::HangUp => self.jobs.spawn(jobs::hang_up(app, provider, call_id)),
-            AfterPlayout::Transfer { to, call_id: tool } => self
-                .jobs
-                .spawn(jobs::transfer(app, provider, call_id, to, tool)),
-        }
+        self.jobs.spawn(job);
+    }
+
+    fn transfer(&mut self, to: String, purpose: TransferFor) {
+        let job = jobs::transfer(
+            Arc::clone(&self.app),
+            self.provider.name(),
+            self.provider_call_id(),
+            to,
+            purpose,
+        );
+        self.jobs.spawn(job);
     }
 
     async fn close_gemini(&mut self) {

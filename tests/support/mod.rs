@@ -355,6 +355,27 @@ impl Caller {
     }
 
     /// True once the server closed the socket within `timeout`.
+    /// Reads until `done` holds for what arrived (Err with what did arrive on time-out).
+    pub async fn recv_until(
+        &mut self,
+        timeout: Duration,
+        done: impl FnMut(&phone::Received) -> bool,
+    ) -> Result<phone::Received, phone::Received> {
+        match self {
+            Caller::Twilio(c) => c.ws.recv_until(timeout, done).await,
+            Caller::Plivo(c) => c.ws.recv_until(timeout, done).await,
+        }
+    }
+
+    /// Tells the server that playback reached mark (Twilio) / checkpoint (Plivo) `name`, as
+    /// the provider does once the audio before it has played.
+    pub async fn ack_mark(&mut self, name: &str) -> bool {
+        match self {
+            Caller::Twilio(c) => c.send_mark_echo(name).await,
+            Caller::Plivo(c) => c.send_played_stream(name).await,
+        }
+    }
+
     /// Code and reason of the server's close frame, if one arrived.
     pub fn close_frame(&self) -> Option<(u16, String)> {
         match self {

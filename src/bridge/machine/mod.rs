@@ -21,6 +21,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -59,6 +60,9 @@ enum Phase {
     Connecting,
     Live,
     Reconnecting,
+    /// Gemini failed; the fallback message is playing, then the call is transferred or
+    /// hung up.
+    FallingBack,
     Ended,
 }
 
@@ -77,6 +81,8 @@ pub struct CallMachine {
     /// Whether the phone sent anything since the last silence check (cheaper than reading
     /// the clock on every frame).
     phone_heard: bool,
+    /// μ-law played to the caller when Gemini fails, instead of dead air.
+    fallback: Option<Arc<[u8]>>,
     bad_messages: u32,
 }
 
@@ -98,6 +104,7 @@ impl CallMachine {
             transcript: Transcript::default(),
             blocking_tools: Vec::new(),
             phone_heard: false,
+            fallback: None,
             bad_messages: 0,
         }
     }
@@ -105,6 +112,12 @@ impl CallMachine {
     /// Ends the call at `deadline` whatever is happening then.
     pub fn set_call_deadline(&mut self, deadline: Instant) {
         self.timers.set(Timer::CallLimit, deadline);
+    }
+
+    /// Plays `mulaw` (8 kHz) to the caller when Gemini fails, then asks for a transfer or
+    /// hang-up ([`AfterPlayout::Fallback`]); without one the call simply ends.
+    pub fn set_fallback_clip(&mut self, mulaw: Arc<[u8]>) {
+        self.fallback = Some(mulaw);
     }
 
     /// How long the model may stay silent when it owes the caller an answer.
@@ -235,11 +248,11 @@ impl CallMachine {
             self.timers.set(Timer::ResumeRetry, now + delay);
             return;
         }
-        self.end(EndReason::GeminiUnavailable(why));
+        self.fail_gemini(EndReason::GeminiUnavailable(why), now);
     }
 
-    /// The live Gemini socket closed (close frame, error or EOF).
-    pub fn handle_gemini_closed(&mut self, code: u16, reason: String) {
+    /// The live Gemini socket closed (close frame, error or EOF) at `now`.
+    pub fn handle_gemini_closed(&mut self, code: u16, reason: String, now: Instant) {
         if self.phase != Phase::Live {
             return;
         }
@@ -248,7 +261,7 @@ impl CallMachine {
             self.resume();
             return;
         }
-        self.end(EndReason::GeminiClosed { code, reason });
+        self.fail_gemini(EndReason::GeminiClosed { code, reason }, now);
     }
 
     /// A frame (text or binary JSON) from Gemini, received at `now`.
@@ -341,11 +354,15 @@ impl CallMachine {
 
     /// Carries out `action` once what the agent is saying has played to the caller.
     pub fn handle_after_playout(&mut self, action: AfterPlayout, now: Instant) {
-        if self.is_ended() {
+        if matches!(self.phase, Phase::Ended | Phase::FallingBack) {
             return;
         }
-        self.playout
-            .after(action, now, &mut self.timers, &mut self.out);
+        self.playout.after(
+            action,
+            now + PLAYOUT_TIMEOUT,
+            &mut self.timers,
+            &mut self.out,
+        );
     }
 
     /// The server is shutting down: the call ends now, with that reason on its record.
@@ -405,7 +422,7 @@ impl CallMachine {
                     self.connect();
                 }
             }
-            Timer::Stall => self.on_stall(),
+            Timer::Stall => self.on_stall(now),
             Timer::Playout => {
                 tracing::warn!("no playback acknowledgement in time; going ahead");
                 if let Some(action) = self.playout.timed_out(&mut self.timers) {
@@ -416,7 +433,7 @@ impl CallMachine {
     }
 
     /// The model owed an answer and said nothing: resume once, then give up.
-    fn on_stall(&mut self) {
+    fn on_stall(&mut self, now: Instant) {
         if self.phase != Phase::Live {
             return;
         }
@@ -429,8 +446,8 @@ impl CallMachine {
             self.resume();
             return;
         }
-        tracing::warn!("Gemini went quiet again after a resumption; ending the call");
-        self.end(EndReason::GeminiStalled);
+        tracing::warn!("Gemini went quiet and cannot be resumed");
+        self.fail_gemini(EndReason::GeminiStalled, now);
     }
 
     fn on_started(&mut self, start: StreamStart) {
@@ -565,6 +582,33 @@ impl CallMachine {
             Some(message) => self.out.push(Output::ConnectGemini(message)),
             None => self.end(EndReason::GeminiUnavailable("no session to open".into())),
         }
+    }
+
+    /// Gemini failed for good: the caller hears the fallback message (when there is one)
+    /// rather than dead air, then is transferred or hung up on; otherwise the call ends.
+    fn fail_gemini(&mut self, reason: EndReason, now: Instant) {
+        if matches!(self.phase, Phase::Ended | Phase::FallingBack) {
+            return;
+        }
+        let Some(clip) = self.fallback.clone() else {
+            return self.end(reason);
+        };
+        tracing::warn!(%reason, "Gemini failed; playing the fallback message");
+        self.transcript.flush_both(&mut self.out);
+        self.phase = Phase::FallingBack;
+        for timer in [Timer::GoAway, Timer::ResumeRetry, Timer::Stall] {
+            self.timers.clear(timer);
+        }
+        self.out.push(Output::CloseGemini);
+        self.playout.cancel_after(&mut self.timers);
+        self.playout.play_clip(&clip, &mut self.out);
+        let plays_for = Duration::from_secs_f64(clip.len() as f64 / 8_000.0);
+        self.playout.after(
+            AfterPlayout::Fallback { cause: reason },
+            now + plays_for + PLAYOUT_TIMEOUT,
+            &mut self.timers,
+            &mut self.out,
+        );
     }
 
     fn end(&mut self, reason: EndReason) {

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::audio::PHONE_FRAME_BYTES;
+
 use super::outbox::Outbox;
 use super::timers::{Timer, Timers};
 use super::types::AfterPlayout;
@@ -13,6 +15,8 @@ use crate::telephony::PhoneCommand;
 /// How long the last words of the agent may take to play before a hang-up or transfer
 /// goes ahead anyway.
 pub const PLAYOUT_TIMEOUT: Duration = Duration::from_secs(15);
+/// μ-law for a zero sample, to pad the last frame of a clip.
+const MULAW_SILENCE: u8 = 0xFF;
 /// Name of the mark that tells us the agent's last words have played.
 const PLAYOUT_MARK: &str = "playout";
 
@@ -81,11 +85,12 @@ impl Playout {
     }
 
     /// Carries out `action` once what the agent is saying has played: after the current
-    /// turn, a mark, and the provider's acknowledgement of it (or [`PLAYOUT_TIMEOUT`]).
+    /// turn, a mark, and the provider's acknowledgement of it (or `deadline`). An action
+    /// already waiting keeps its place.
     pub fn after(
         &mut self,
         action: AfterPlayout,
-        now: Instant,
+        deadline: Instant,
         timers: &mut Timers,
         out: &mut Outbox,
     ) {
@@ -93,9 +98,34 @@ impl Playout {
             return;
         }
         self.after = Some(action);
-        timers.set(Timer::Playout, now + PLAYOUT_TIMEOUT);
+        timers.set(Timer::Playout, deadline);
         if !self.speaking {
             self.send_playout_mark(out);
+        }
+    }
+
+    /// Forgets a waiting action (the call took another turn).
+    pub fn cancel_after(&mut self, timers: &mut Timers) {
+        self.after = None;
+        self.mark_sent = false;
+        timers.clear(Timer::Playout);
+    }
+
+    /// Stops the agent's audio (queued here and at the provider) and plays `mulaw` instead.
+    pub fn play_clip(&mut self, mulaw: &[u8], out: &mut Outbox) {
+        if self.speaking {
+            self.interrupt(out);
+        }
+        self.downlink.clear();
+        let mut frames = mulaw.chunks_exact(PHONE_FRAME_BYTES);
+        for frame in &mut frames {
+            out.phone(PhoneCommand::Play(frame));
+        }
+        let rest = frames.remainder();
+        if !rest.is_empty() {
+            let mut last = [MULAW_SILENCE; PHONE_FRAME_BYTES];
+            last[..rest.len()].copy_from_slice(rest);
+            out.phone(PhoneCommand::Play(&last));
         }
     }
 

@@ -170,7 +170,7 @@ fn several_fields_in_one_message_are_all_handled() {
         "{out:?}"
     );
     assert!(kinds(&out).contains(&"play") && kinds(&out).contains(&"mark"));
-    m.handle_gemini_closed(1011, "Internal error encountered.".into());
+    m.handle_gemini_closed(1011, "Internal error encountered.".into(), Instant::now());
     let out = drain(&mut m);
     let Some(Output::ConnectGemini(setup)) =
         out.iter().find(|o| matches!(o, Output::ConnectGemini(_)))
@@ -268,6 +268,7 @@ fn failed_resumptions_end_the_call_after_a_few_tries() {
     m.handle_gemini_closed(
         1011,
         "Deadline expired before operation could complete.".into(),
+        Instant::now(),
     );
     drain(&mut m);
     let mut now = Instant::now();
@@ -300,6 +301,7 @@ fn fatal_closes_end_the_call_with_the_reason() {
     m.handle_gemini_closed(
         1007,
         "API key not valid. Please pass a valid API key.".into(),
+        Instant::now(),
     );
     let out = drain(&mut m);
     assert_eq!(
@@ -594,7 +596,7 @@ fn a_model_that_answers_is_never_treated_as_stalled() {
 fn abnormal_closes_resume_with_backoff_while_a_handle_is_held() {
     for code in [1006, 1001, 1011] {
         let mut m = live_with_handle(Duration::from_secs(3_600));
-        m.handle_gemini_closed(code, "connection reset".into());
+        m.handle_gemini_closed(code, "connection reset".into(), Instant::now());
         let k = kinds(&drain(&mut m));
         assert_eq!(k, ["close-gemini", "connect"], "code {code}");
         let now = Instant::now();
@@ -615,13 +617,13 @@ fn abnormal_closes_resume_with_backoff_while_a_handle_is_held() {
 #[test]
 fn a_close_without_a_handle_or_a_refusal_ends_the_call() {
     let mut m = live();
-    m.handle_gemini_closed(1006, "reset".into());
+    m.handle_gemini_closed(1006, "reset".into(), Instant::now());
     assert!(matches!(
         drain(&mut m).last(),
         Some(Output::End(EndReason::GeminiClosed { code: 1006, .. }))
     ));
     let mut m = live_with_handle(Duration::from_secs(3_600));
-    m.handle_gemini_closed(1011, "Quota exceeded".into());
+    m.handle_gemini_closed(1011, "Quota exceeded".into(), Instant::now());
     assert!(m.is_ended(), "quota is final");
 }
 
@@ -711,4 +713,99 @@ fn a_tool_result_is_sent_and_the_model_then_owes_an_answer() {
     );
     m.handle_timeout(now + stall);
     assert!(kinds(&drain(&mut m)).ends_with(&["close-gemini", "connect"]));
+}
+
+/// A live machine with a 0.5 s fallback clip.
+fn live_with_fallback() -> CallMachine {
+    let mut m = live();
+    m.set_fallback_clip(std::sync::Arc::from(vec![0x10u8; 4_000]));
+    m
+}
+
+#[test]
+fn a_lost_session_plays_the_fallback_then_asks_for_the_next_step() {
+    let mut m = live_with_fallback();
+    m.handle_gemini_frame(&model_audio(4_800), Instant::now());
+    drain(&mut m);
+    let now = Instant::now();
+    m.handle_gemini_closed(1008, "Policy violation".into(), now);
+    let out = drain(&mut m);
+    let k = kinds(&out);
+    assert_eq!(
+        k[..2],
+        ["close-gemini", "clear"],
+        "the agent's words stop at the provider, and the session closes: {k:?}"
+    );
+    assert_eq!(
+        k.iter().filter(|x| **x == "play").count(),
+        25,
+        "0.5 s of clip: {k:?}"
+    );
+    assert_eq!(k.last(), Some(&"mark"), "{k:?}");
+    assert!(!m.is_ended(), "the caller is still listening");
+    // Caller audio and Gemini frames change nothing meanwhile.
+    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_gemini_frame(&model_audio(480), now);
+    assert!(drain(&mut m).is_empty());
+    m.handle_phone_text(
+        r#"{"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":"playout"}}"#,
+    );
+    assert_eq!(
+        drain(&mut m),
+        [Output::PlayedOut(AfterPlayout::Fallback {
+            cause: EndReason::GeminiClosed {
+                code: 1008,
+                reason: "Policy violation".into()
+            }
+        })]
+    );
+}
+
+#[test]
+fn without_a_clip_a_lost_session_ends_the_call_at_once() {
+    let mut m = live();
+    m.handle_gemini_closed(1008, "Policy violation".into(), Instant::now());
+    assert!(matches!(
+        drain(&mut m).last(),
+        Some(Output::End(EndReason::GeminiClosed { code: 1008, .. }))
+    ));
+}
+
+#[test]
+fn a_session_refused_at_the_start_falls_back_and_a_lost_mark_does_not_strand_the_call() {
+    let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
+    m.set_fallback_clip(std::sync::Arc::from(vec![0x10u8; 8_000]));
+    m.handle_phone_text(START);
+    m.handle_session_setup(setup());
+    drain(&mut m);
+    let now = Instant::now();
+    m.handle_gemini_failed("HTTP 403".into(), now);
+    let k = kinds(&drain(&mut m));
+    assert_eq!(k.iter().filter(|x| **x == "play").count(), 50);
+    // The provider never acknowledges the mark: the wait ends after the clip plus a margin.
+    m.handle_timeout(now + Duration::from_secs(1) + PLAYOUT_TIMEOUT);
+    assert!(matches!(
+        drain(&mut m).as_slice(),
+        [Output::PlayedOut(AfterPlayout::Fallback {
+            cause: EndReason::GeminiUnavailable(_)
+        })]
+    ));
+}
+
+#[test]
+fn a_pending_hang_up_gives_way_to_the_fallback_and_a_caller_hang_up_ends_it() {
+    let mut m = live_with_fallback();
+    let now = Instant::now();
+    m.handle_after_playout(AfterPlayout::HangUp, now);
+    drain(&mut m);
+    m.handle_gemini_closed(1006, "reset".into(), now);
+    let out = drain(&mut m);
+    assert!(kinds(&out).contains(&"play"), "{out:?}");
+    m.handle_after_playout(AfterPlayout::HangUp, now);
+    assert!(
+        drain(&mut m).is_empty(),
+        "no new actions while falling back"
+    );
+    m.handle_phone_text(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#);
+    assert_eq!(drain(&mut m), [Output::End(EndReason::CallerHungUp)]);
 }

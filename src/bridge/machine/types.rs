@@ -71,9 +71,27 @@ pub enum EndReason {
     OverCapacity,
     /// The server is shutting down.
     ServerShutdown,
+    /// Gemini failed (`cause`); the caller heard the fallback message and was transferred
+    /// (`transferred_to`) or hung up on.
+    FellBack {
+        /// What went wrong with Gemini.
+        cause: Box<EndReason>,
+        /// Where the caller went, if anywhere.
+        transferred_to: Option<String>,
+    },
 }
 
 impl EndReason {
+    /// True when the agent is what failed: the caller is owed an explanation.
+    pub fn is_gemini_failure(&self) -> bool {
+        matches!(
+            self,
+            EndReason::GeminiUnavailable(_)
+                | EndReason::GeminiClosed { .. }
+                | EndReason::GeminiStalled
+        )
+    }
+
     /// The WebSocket close code the phone side is sent.
     pub fn close_code(&self) -> u16 {
         match self {
@@ -112,6 +130,17 @@ impl fmt::Display for EndReason {
             }
             EndReason::OverCapacity => f.write_str("over capacity: MAX_CONCURRENT_CALLS reached"),
             EndReason::ServerShutdown => f.write_str("server shutdown"),
+            EndReason::FellBack {
+                cause,
+                transferred_to: Some(to),
+            } => write!(
+                f,
+                "{cause}; the caller heard the fallback message and was transferred to {to}"
+            ),
+            EndReason::FellBack {
+                cause,
+                transferred_to: None,
+            } => write!(f, "{cause}; the caller heard the fallback message"),
         }
     }
 }
@@ -127,6 +156,12 @@ pub enum AfterPlayout {
         to: String,
         /// The tool call to answer if the transfer fails.
         call_id: String,
+    },
+    /// The fallback message has played after Gemini failed (`cause`): transfer the caller
+    /// to a person if one is configured, else hang up.
+    Fallback {
+        /// What went wrong with Gemini.
+        cause: EndReason,
     },
 }
 
