@@ -218,6 +218,17 @@ async fn the_shutdown_signal_ends_every_call_with_its_reason_on_record() {
     assert!(server.wait_active_calls(2, WAIT).await);
     server.app.shutdown.begin();
     for (provider, call_id, mut caller, mut session) in calls {
+        // The caller hears the goodbye (the fallback message), then the call ends.
+        let heard = caller
+            .recv_until(WAIT, |r| r.marks().contains(&"playout".to_owned()))
+            .await
+            .expect("a goodbye before the line drops");
+        assert!(
+            heard.media_count() > 100,
+            "{provider:?}: {}",
+            heard.summary()
+        );
+        assert!(caller.ack_mark("playout").await);
         assert!(
             caller.wait_closed(WAIT).await,
             "{provider:?} call not ended"
@@ -230,7 +241,10 @@ async fn the_shutdown_signal_ends_every_call_with_its_reason_on_record() {
         let reason = end_reason(&server, route, call_id)
             .await
             .expect("end reason");
-        assert_eq!(reason, "server shutdown");
+        assert_eq!(
+            reason,
+            "server shutdown; the caller heard the fallback message"
+        );
     }
     assert!(server.app.shutdown.drain(WAIT).await);
     server.stop().await;

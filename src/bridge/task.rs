@@ -121,7 +121,7 @@ impl CallTask {
                 done = self.jobs.next() => self.on_job(done),
                 () = &mut shutdown, if !shutdown_heard => {
                     shutdown_heard = true;
-                    self.machine.handle_shutdown();
+                    self.machine.handle_shutdown(Instant::now().into_std());
                 },
                 () = sleep_until_or_pending(deadline) => {
                     self.machine.handle_timeout(Instant::now().into_std());

@@ -49,6 +49,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A live provider streams audio every 20 ms; this long with no message means the stream
 /// is dead even if its socket is not closed.
 pub const PHONE_SILENCE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long past the goodbye's length a shutting-down server waits for the provider to
+/// confirm it played: the drain deadline is close.
+const SHUTDOWN_PLAYOUT_MARGIN: Duration = Duration::from_secs(2);
 /// Bad messages logged per call before the log is sampled.
 const LOGGED_BAD_MESSAGES: u32 = 5;
 
@@ -365,9 +368,14 @@ impl CallMachine {
         );
     }
 
-    /// The server is shutting down: the call ends now, with that reason on its record.
-    pub fn handle_shutdown(&mut self) {
-        self.end(EndReason::ServerShutdown);
+    /// The server is shutting down at `now`: the caller hears the fallback message as a
+    /// goodbye (and is transferred, if a number is set), or the call ends at once; either
+    /// way its record says `server shutdown`.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::AwaitingStart | Phase::AwaitingSetup) {
+            return self.end(EndReason::ServerShutdown);
+        }
+        self.fall_back(EndReason::ServerShutdown, now, SHUTDOWN_PLAYOUT_MARGIN);
     }
 
     /// Ends the call for `reason` (the task's verdict: a refused stream, a hang-up or
@@ -587,13 +595,20 @@ impl CallMachine {
     /// Gemini failed for good: the caller hears the fallback message (when there is one)
     /// rather than dead air, then is transferred or hung up on; otherwise the call ends.
     fn fail_gemini(&mut self, reason: EndReason, now: Instant) {
+        self.fall_back(reason, now, PLAYOUT_TIMEOUT);
+    }
+
+    /// Plays the fallback message, then asks for [`AfterPlayout::Fallback`]; the provider
+    /// has `margin` past the clip's length to confirm it played. Without a clip the call
+    /// ends for `reason` at once.
+    fn fall_back(&mut self, reason: EndReason, now: Instant, margin: Duration) {
         if matches!(self.phase, Phase::Ended | Phase::FallingBack) {
             return;
         }
         let Some(clip) = self.fallback.clone() else {
             return self.end(reason);
         };
-        tracing::warn!(%reason, "Gemini failed; playing the fallback message");
+        tracing::warn!(%reason, "playing the fallback message");
         self.transcript.flush_both(&mut self.out);
         self.phase = Phase::FallingBack;
         for timer in [Timer::GoAway, Timer::ResumeRetry, Timer::Stall] {
@@ -605,7 +620,7 @@ impl CallMachine {
         let plays_for = Duration::from_secs_f64(clip.len() as f64 / 8_000.0);
         self.playout.after(
             AfterPlayout::Fallback { cause: reason },
-            now + plays_for + PLAYOUT_TIMEOUT,
+            now + plays_for + margin,
             &mut self.timers,
             &mut self.out,
         );

@@ -684,7 +684,7 @@ fn shutdown_ends_the_call_with_its_reason_and_the_last_words_on_record() {
         br#"{"serverContent":{"outputTranscription":{"text":"One moment"}}}"#,
         Instant::now(),
     );
-    m.handle_shutdown();
+    m.handle_shutdown(Instant::now());
     assert_eq!(
         drain(&mut m),
         [
@@ -808,4 +808,22 @@ fn a_pending_hang_up_gives_way_to_the_fallback_and_a_caller_hang_up_ends_it() {
     );
     m.handle_phone_text(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#);
     assert_eq!(drain(&mut m), [Output::End(EndReason::CallerHungUp)]);
+}
+
+#[test]
+fn shutdown_says_goodbye_with_the_fallback_message_when_there_is_one() {
+    let mut m = live_with_fallback();
+    let now = Instant::now();
+    m.handle_shutdown(now);
+    let k = kinds(&drain(&mut m));
+    assert_eq!(k.iter().filter(|x| **x == "play").count(), 25, "{k:?}");
+    assert_eq!(k.last(), Some(&"mark"));
+    // The drain deadline is near: the wait for the mark is short.
+    m.handle_timeout(now + Duration::from_millis(500) + Duration::from_secs(2));
+    assert_eq!(
+        drain(&mut m),
+        [Output::PlayedOut(AfterPlayout::Fallback {
+            cause: EndReason::ServerShutdown
+        })]
+    );
 }
