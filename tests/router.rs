@@ -369,3 +369,38 @@ async fn a_webhook_body_that_never_arrives_is_given_up_at_the_body_timeout() {
         "{waited:?}"
     );
 }
+
+#[tokio::test]
+async fn a_call_is_found_by_the_providers_call_id_too() {
+    let routes = Routes::new(&[]).await;
+    let record = routes
+        .app
+        .store
+        .create(gemini_phone::calls::NewCall {
+            provider: "twilio".into(),
+            provider_call_id: Some("CA0000000000000000000000000000c0de".into()),
+            direction: gemini_phone::telephony::Direction::Inbound,
+            from: "+15550001111".into(),
+            to: "+15550002222".into(),
+            campaign: None,
+            prompt: None,
+            vars: serde_json::Map::new(),
+            status: gemini_phone::calls::CallStatus::InProgress,
+        })
+        .await
+        .expect("record");
+    let auth = bearer();
+    let by_ours = routes
+        .get(&format!("/calls/{}", record.id), Some(&auth))
+        .await;
+    let by_sid = routes
+        .get("/calls/CA0000000000000000000000000000c0de", Some(&auth))
+        .await;
+    assert_eq!(by_sid.status, StatusCode::OK, "{}", by_sid.text);
+    assert_eq!(by_sid.json["id"], record.id.as_str());
+    assert_eq!(by_sid.json, by_ours.json);
+    let unknown = routes
+        .get("/calls/CA0000000000000000000000000000dead", Some(&auth))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::store::{CallFilter, CallStatus, NewCall};
+use super::store::{CallFilter, CallRecord, CallStatus, NewCall};
 use crate::admission::{self, Admission, Saturated};
 use crate::app::App;
 use crate::config::Limits;
@@ -465,8 +465,26 @@ pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = app.store.get(&id).await?.ok_or(ApiError::NotFound(id))?;
+    let record = find_record(&app, &id).await?;
     Ok(Json(record).into_response())
+}
+
+/// The record with our id `id`, or with `id` as its provider's call id (a Twilio `CallSid`
+/// or Plivo `CallUUID` from the provider's console or logs).
+async fn find_record(app: &App, id: &str) -> Result<CallRecord, ApiError> {
+    if let Some(record) = app.store.get(id).await? {
+        return Ok(record);
+    }
+    for provider in crate::telephony::PROVIDERS {
+        if let Some(record) = app
+            .store
+            .find_by_provider_call_id(provider.name(), id)
+            .await?
+        {
+            return Ok(record);
+        }
+    }
+    Err(ApiError::NotFound(id.to_owned()))
 }
 
 /// `POST /calls/{id}/hangup`: end a live or ringing call through the provider.
@@ -475,11 +493,8 @@ pub async fn hang_up(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = app
-        .store
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(id.clone()))?;
+    let record = find_record(&app, &id).await?;
+    let id = record.id.clone();
     if record.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "call {id} has already ended ({})",
@@ -495,7 +510,7 @@ pub async fn hang_up(
     let Some(provider_call_id) = record.provider_call_id.as_deref() else {
         return Err(ApiError::Conflict(format!("call {id} was never placed")));
     };
-    let live = matches!(record.status, CallStatus::InProgress | CallStatus::Machine);
+    let live = record.status == CallStatus::InProgress;
     control
         .hang_up(provider_call_id, live)
         .await
@@ -509,6 +524,6 @@ pub async fn hang_up(
     if !live {
         app.store.record_status(&id, CallStatus::Canceled).await?;
     }
-    let record = app.store.get(&id).await?.ok_or(ApiError::NotFound(id))?;
+    let record = find_record(&app, &id).await?;
     Ok(Json(record).into_response())
 }
