@@ -26,6 +26,11 @@ pub enum StartError {
     /// The call-record database could not be opened.
     #[error("DATABASE_URL: {0}")]
     Store(#[from] StoreError),
+    /// HTTPS cannot be set up (no CA certificates on the system, typically).
+    #[error(
+        "cannot set up HTTPS for provider and tool requests ({0}); install the system's CA certificates (Debian: ca-certificates)"
+    )]
+    Tls(reqwest::Error),
 }
 
 /// State shared by every route and call.
@@ -86,7 +91,7 @@ impl App {
         let fallback_clip = fallback_clip(&config)?;
         // Designs the audio filters now rather than during the first call.
         let _ = (Uplink::new(), Downlink::new());
-        let http = http_client(config.provider_timeout);
+        let http = http_client(config.provider_timeout).map_err(StartError::Tls)?;
         let providers = Registry::from_config(&config, &http);
         let unverified = providers.unverified();
         if !unverified.is_empty() {

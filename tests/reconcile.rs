@@ -287,7 +287,10 @@ async fn passes_settle_the_calls_of_a_peer_that_dies_later_once_the_provider_end
     let rest = FakeRest::start().await;
     let db = SharedDb::new();
     let config = config(&rest, &db.url);
-    let registry = Registry::from_config(&config, &http_client(config.provider_timeout));
+    let registry = Registry::from_config(
+        &config,
+        &http_client(config.provider_timeout).expect("HTTP client"),
+    );
     let settings = quick_settings(&config);
     let me = db.store().await.owned_by("i-me");
     me.heartbeat().await.expect("beat");
@@ -343,7 +346,7 @@ async fn instances_reconciling_at_once_settle_each_call_once() {
     let rest = FakeRest::start().await;
     let db = SharedDb::new();
     let config = config(&rest, &db.url);
-    let http = http_client(config.provider_timeout);
+    let http = http_client(config.provider_timeout).expect("HTTP client");
     let registry = Registry::from_config(&config, &http);
     let settings = quick_settings(&config);
     let dead = db.store().await.owned_by("i-dead");

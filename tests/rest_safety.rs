@@ -248,7 +248,10 @@ fn twilio_client(rest: &FakeRest) -> TwilioClient {
         phone_number: Some("+15550009999".into()),
         api_url: rest.url(),
     };
-    TwilioClient::new(config, http_client(Duration::from_secs(2)))
+    TwilioClient::new(
+        config,
+        http_client(Duration::from_secs(2)).expect("HTTP client"),
+    )
 }
 
 fn plivo_client(rest: &FakeRest) -> PlivoClient {
@@ -258,7 +261,10 @@ fn plivo_client(rest: &FakeRest) -> PlivoClient {
         phone_number: Some("15550008888".into()),
         api_url: rest.url(),
     };
-    PlivoClient::new(config, http_client(Duration::from_secs(2)))
+    PlivoClient::new(
+        config,
+        http_client(Duration::from_secs(2)).expect("HTTP client"),
+    )
 }
 
 fn dial_request() -> DialRequest {

@@ -204,14 +204,15 @@ pub(crate) fn api_url(
     Ok(url)
 }
 
-/// A client whose requests give up after `timeout`, shared by the providers.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+/// A client whose requests give up after `timeout`, shared by the providers and tools; or
+/// why HTTPS cannot be set up (typically: the system has no CA certificates, as in a
+/// container image without the `ca-certificates` package).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     install_crypto_provider();
     reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("gemini-phone/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// Makes ring the process's TLS crypto provider (for Gemini and REST); later calls are no-ops.

@@ -559,7 +559,8 @@ mod rest_tests {
         };
         TwilioClient::new(
             config,
-            crate::telephony::rest::http_client(std::time::Duration::from_secs(1)),
+            crate::telephony::rest::http_client(std::time::Duration::from_secs(1))
+                .expect("an HTTP client"),
         )
     }
 
