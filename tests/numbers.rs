@@ -305,11 +305,11 @@ async fn a_number_not_on_the_account_fails_naming_it_and_changes_nothing() {
     assert_eq!(report.ready_line(), None);
     let printed = report.to_string();
     assert!(
-        printed.contains("twilio: FAILED: +1 555 000 9999 is not a number on this twilio account: check TWILIO_PHONE_NUMBER"),
+        printed.contains("twilio: FAILED: +1 555 000 9999 is not a number on this Twilio account: check TWILIO_PHONE_NUMBER"),
         "{printed}"
     );
     assert!(
-        printed.contains("plivo: FAILED: +1 555 000 8888 is not a number on this plivo account: check PLIVO_PHONE_NUMBER"),
+        printed.contains("plivo: FAILED: +1 555 000 8888 is not a number on this Plivo account: check PLIVO_PHONE_NUMBER"),
         "{printed}"
     );
     assert!(rest.updates().is_empty(), "{:#?}", rest.updates());
@@ -336,8 +336,8 @@ async fn wrong_credentials_fail_naming_the_variables() {
     assert!(!report.succeeded());
     let printed = report.to_string();
     for expected in [
-        "twilio: FAILED: twilio refused the credentials (HTTP 401): check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
-        "plivo: FAILED: plivo refused the credentials (HTTP 401): check PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN",
+        "twilio: FAILED: Twilio refused the credentials (HTTP 401): check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+        "plivo: FAILED: Plivo refused the credentials (HTTP 401): check PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN",
     ] {
         assert!(printed.contains(expected), "{printed}");
     }
@@ -412,7 +412,7 @@ async fn the_configure_command_prints_the_lines_and_exits_by_the_outcome() {
     let stdout = String::from_utf8_lossy(&failed.stdout);
     assert_eq!(failed.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("+1 555 000 0000 is not a number on this twilio account"),
+        stdout.contains("+1 555 000 0000 is not a number on this Twilio account"),
         "{stdout}"
     );
     assert!(!stdout.contains("Ready"), "{stdout}");

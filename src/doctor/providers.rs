@@ -7,7 +7,7 @@
 
 use super::{Check, Outcome};
 use crate::config::Config;
-use crate::numbers::{NumberSetup, Routing, SetupError, Wanted, readable};
+use crate::numbers::{AccountNames, NumberSetup, Routing, SetupError, Wanted, readable};
 use crate::telephony::registry::Registry;
 
 /// One check per configured provider's credentials, number and webhook.
@@ -55,7 +55,7 @@ pub async fn provider_checks(setup: &dyn NumberSetup, public_url: &str) -> Vec<C
     }
     let (number, routing) = number_check(setup).await;
     let webhook = match routing {
-        Some(routing) => webhook_check(&routing, &setup.wanted(public_url), provider),
+        Some(routing) => webhook_check(&routing, &setup.wanted(public_url), setup.names()),
         None => Check::new(area("webhook"), Outcome::Skip, "needs the number"),
     };
     vec![account, number, webhook]
@@ -87,17 +87,18 @@ async fn number_check(setup: &dyn NumberSetup) -> (Check, Option<Routing>) {
 }
 
 /// Whether a call to the number reaches `wanted.answer`, and what it reaches instead.
-fn webhook_check(routing: &Routing, wanted: &Wanted, provider: &str) -> Check {
-    let area = format!("{provider} webhook");
+fn webhook_check(routing: &Routing, wanted: &Wanted, names: AccountNames) -> Check {
+    let area = format!("{} webhook", names.provider);
     let number = readable(&routing.number);
     if !routing.answers_at(wanted) {
         return Check::new(
             area,
             Outcome::Fail,
             format!(
-                "calls to {number} go to {} instead of {}; run `gemini-phone configure` to point it here (or set it in the {provider} console)",
+                "calls to {number} go to {} instead of {}; run `gemini-phone configure` to point it here (or set it in the {} console)",
                 routing.describe_answer(),
-                wanted.answer
+                wanted.answer,
+                names.title
             ),
         );
     }
@@ -127,6 +128,15 @@ mod tests {
     use super::*;
     use crate::numbers::Hook;
 
+    const PLIVO: AccountNames = AccountNames {
+        provider: "plivo",
+        title: "Plivo",
+        id_var: "PLIVO_AUTH_ID",
+        token_var: "PLIVO_AUTH_TOKEN",
+        number_var: "PLIVO_PHONE_NUMBER",
+        numbers_page: "Phone Numbers › Your Numbers",
+    };
+
     fn wanted() -> Wanted {
         Wanted {
             answer: Hook::post("https://x.io/plivo/answer"),
@@ -149,7 +159,7 @@ mod tests {
         let check = webhook_check(
             &routing("https://old.example/answer", None),
             &wanted(),
-            "plivo",
+            PLIVO,
         );
         assert_eq!(check.outcome, Outcome::Fail);
         assert!(
@@ -168,7 +178,7 @@ mod tests {
         let partial = webhook_check(
             &routing("https://x.io/plivo/answer", None),
             &wanted(),
-            "plivo",
+            PLIVO,
         );
         assert_eq!(partial.outcome, Outcome::Warn);
         let full = webhook_check(
@@ -177,7 +187,7 @@ mod tests {
                 Some("https://x.io/plivo/hangup"),
             ),
             &wanted(),
-            "plivo",
+            PLIVO,
         );
         assert_eq!(full.outcome, Outcome::Ok, "{}", full.detail);
         assert!(full.detail.contains("+1 415 555 0100"));

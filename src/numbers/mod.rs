@@ -128,7 +128,7 @@ pub enum SetupError {
         "{provider} refused the credentials (HTTP {status}): check {id_var} and {token_var} against the {provider} console"
     )]
     Credentials {
-        /// Provider name.
+        /// Provider name as people write it.
         provider: &'static str,
         /// 401 or 403.
         status: u16,
@@ -142,7 +142,7 @@ pub enum SetupError {
         "the {provider} account is {status}, not active: calls cannot reach it until it is reactivated in the {provider} console"
     )]
     AccountInactive {
-        /// Provider name.
+        /// Provider name as people write it.
         provider: &'static str,
         /// The account's status as the provider reports it.
         status: String,
@@ -152,7 +152,7 @@ pub enum SetupError {
         "{variable} is not set: put the {provider} number callers dial there, e.g. +14155550100"
     )]
     NoNumber {
-        /// Provider name.
+        /// Provider name as people write it.
         provider: &'static str,
         /// The variable that should hold it.
         variable: &'static str,
@@ -170,7 +170,7 @@ pub enum SetupError {
         "{number} is not a number on this {provider} account: check {variable}, or buy a number in the {provider} console ({where_to})"
     )]
     NotOnAccount {
-        /// Provider name.
+        /// Provider name as people write it.
         provider: &'static str,
         /// The number, readable.
         number: String,
@@ -212,6 +212,8 @@ impl SetupError {
 pub struct AccountNames {
     /// Provider name.
     pub provider: &'static str,
+    /// The provider's name as people write it (`Twilio`), for sentences.
+    pub title: &'static str,
     /// The variable holding the account id.
     pub id_var: &'static str,
     /// The variable holding the token.
@@ -231,7 +233,7 @@ impl AccountNames {
                 status: status @ (401 | 403),
                 ..
             } => SetupError::Credentials {
-                provider: self.provider,
+                provider: self.title,
                 status,
                 id_var: self.id_var,
                 token_var: self.token_var,
@@ -243,7 +245,7 @@ impl AccountNames {
     /// The configured number in E.164 form, or why there is none.
     pub fn number(&self, configured: Option<&str>) -> Result<String, SetupError> {
         let value = configured.ok_or(SetupError::NoNumber {
-            provider: self.provider,
+            provider: self.title,
             variable: self.number_var,
         })?;
         crate::e164::normalize(value).ok_or_else(|| SetupError::BadNumber {
@@ -255,7 +257,7 @@ impl AccountNames {
     /// [`SetupError::NotOnAccount`] for `number`.
     pub fn not_on_account(&self, number: &str) -> SetupError {
         SetupError::NotOnAccount {
-            provider: self.provider,
+            provider: self.title,
             number: readable(number),
             variable: self.number_var,
             where_to: self.numbers_page,
@@ -566,6 +568,7 @@ mod tests {
     fn credentials_errors_name_the_variables() {
         let names = AccountNames {
             provider: "twilio",
+            title: "Twilio",
             id_var: "TWILIO_ACCOUNT_SID",
             token_var: "TWILIO_AUTH_TOKEN",
             number_var: "TWILIO_PHONE_NUMBER",

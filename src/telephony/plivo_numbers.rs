@@ -21,6 +21,7 @@ use crate::numbers::{
 
 const NAMES: AccountNames = AccountNames {
     provider: "plivo",
+    title: "Plivo",
     id_var: "PLIVO_AUTH_ID",
     token_var: "PLIVO_AUTH_TOKEN",
     number_var: "PLIVO_PHONE_NUMBER",

@@ -19,6 +19,7 @@ use crate::numbers::{
 
 const NAMES: AccountNames = AccountNames {
     provider: "twilio",
+    title: "Twilio",
     id_var: "TWILIO_ACCOUNT_SID",
     token_var: "TWILIO_AUTH_TOKEN",
     number_var: "TWILIO_PHONE_NUMBER",
@@ -232,7 +233,7 @@ impl NumberSetup for TwilioClient {
             let status = text("status");
             if !status.is_empty() && status != "active" {
                 return Err(SetupError::AccountInactive {
-                    provider: "twilio",
+                    provider: NAMES.title,
                     status: status.to_owned(),
                 });
             }
