@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => {}
         Some("healthcheck") => return healthcheck(),
+        Some("configure") => return configure(),
         Some("audio-report") => {
             print!("{}", gemini_phone::audio::report::fidelity_report());
             return ExitCode::SUCCESS;
@@ -184,6 +185,33 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Points each configured provider's number at `PUBLIC_URL`; prints one line per provider
+/// and exits 0 only when every number is set up.
+fn configure() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(gemini_phone::numbers::configure_all(&config));
+    print!("{report}");
+    if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Exits 0 when the server on `PORT` answers `/health` with 200.

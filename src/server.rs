@@ -59,6 +59,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = connection_limits(&app.config.limits);
+    // Listening already, so the first call a newly pointed number sends finds the server.
+    crate::numbers::configure_in_background(&app);
     connections::serve_connections(listener, router(app), limits, shutdown).await
 }
 

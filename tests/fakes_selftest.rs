@@ -1187,3 +1187,211 @@ mod fake_rest_selftest {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// FakeRest: accounts, numbers and Plivo applications for number set-up, with the providers'
+// field names, 404 for what the account does not hold, and refusal of undocumented fields.
+
+mod fake_rest_numbers_selftest {
+    use super::fake_rest::{FakeRest, PLIVO_ID, PLIVO_TOKEN, TWILIO_SID, TWILIO_TOKEN};
+    use serde_json::{Value, json};
+
+    async fn send(
+        rest: &FakeRest,
+        method: &str,
+        path: &str,
+        auth: (&str, &str),
+        body: Body<'_>,
+    ) -> (u16, Value) {
+        gemini_phone::telephony::rest::install_crypto_provider();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let request = reqwest::Client::new()
+            .request(method, format!("{}{path}", rest.url()))
+            .basic_auth(auth.0, Some(auth.1));
+        let request = match body {
+            Body::None => request,
+            Body::Form(form) => request.form(form),
+            Body::Json(json) => request.json(&json),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    enum Body<'a> {
+        None,
+        Form(&'a [(&'a str, &'a str)]),
+        Json(Value),
+    }
+
+    const TWILIO: (&str, &str) = (TWILIO_SID, TWILIO_TOKEN);
+    const PLIVO: (&str, &str) = (PLIVO_ID, PLIVO_TOKEN);
+
+    fn numbers_path() -> String {
+        format!("/2010-04-01/Accounts/{TWILIO_SID}/IncomingPhoneNumbers")
+    }
+
+    #[tokio::test]
+    async fn twilio_account_and_numbers_answer_with_twilio_fields() {
+        let rest = FakeRest::start().await;
+        let account = format!("/2010-04-01/Accounts/{TWILIO_SID}.json");
+        let (status, body) = send(&rest, "GET", &account, TWILIO, Body::None).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("active")));
+        let (status, _) = send(&rest, "GET", &account, (TWILIO_SID, "bad"), Body::None).await;
+        assert_eq!(status, 401);
+
+        let sid = rest.seed_twilio_number("+15550009999", None);
+        rest.seed_twilio_number("+14155550100", None);
+        let list = format!("{}.json?PhoneNumber=%2B15550009999", numbers_path());
+        let (status, body) = send(&rest, "GET", &list, TWILIO, Body::None).await;
+        assert_eq!(status, 200);
+        let listed = body["incoming_phone_numbers"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{body}");
+        assert_eq!(listed[0]["sid"], sid.as_str());
+        assert!(listed[0]["voice_url"].is_null());
+        assert_eq!(listed[0]["voice_application_sid"], "");
+        // Partial numbers and `*` match, as Twilio's filter does.
+        let partial = format!("{}.json?PhoneNumber=555*009", numbers_path());
+        let (_, body) = send(&rest, "GET", &partial, TWILIO, Body::None).await;
+        assert_eq!(body["incoming_phone_numbers"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn twilio_number_updates_take_documented_fields_only() {
+        let rest = FakeRest::start().await;
+        let sid = rest.seed_twilio_number("+15550009999", None);
+        let path = format!("{}/{sid}.json", numbers_path());
+        let form = [
+            ("VoiceUrl", "https://h.io/twilio/answer"),
+            ("VoiceMethod", "POST"),
+        ];
+        let (status, body) = send(&rest, "POST", &path, TWILIO, Body::Form(&form)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["voice_url"], "https://h.io/twilio/answer");
+        assert_eq!(
+            rest.twilio_number("+15550009999").unwrap()["voice_url"],
+            "https://h.io/twilio/answer"
+        );
+        for refused in [[("VoiceURL", "https://h.io/x")], [("VoiceMethod", "PUT")]] {
+            let (status, body) = send(&rest, "POST", &path, TWILIO, Body::Form(&refused)).await;
+            assert_eq!(status, 400, "{refused:?} accepted: {body}");
+            assert!(body["code"].is_number() && body["message"].is_string());
+        }
+        let unknown = format!("{}/PN{:032x}.json", numbers_path(), 1);
+        let (status, _) = send(&rest, "POST", &unknown, TWILIO, Body::Form(&form)).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn plivo_numbers_and_applications_answer_with_plivo_fields() {
+        let rest = FakeRest::start().await;
+        let base = format!("/v1/Account/{PLIVO_ID}/");
+        let (status, account) = send(&rest, "GET", &base, PLIVO, Body::None).await;
+        assert_eq!((status, account["auth_id"].as_str()), (200, Some(PLIVO_ID)));
+        let (status, _) = send(&rest, "GET", &base, (PLIVO_ID, "bad"), Body::None).await;
+        assert_eq!(status, 401);
+
+        let number = format!("{base}Number/15550008888/");
+        let (status, _) = send(&rest, "GET", &number, PLIVO, Body::None).await;
+        assert_eq!(status, 404, "unknown number");
+        rest.seed_plivo_number("15550008888", None);
+        let (status, body) = send(&rest, "GET", &number, PLIVO, Body::None).await;
+        assert_eq!(
+            (status, body["number"].as_str()),
+            (200, Some("15550008888"))
+        );
+        assert!(body["application"].is_null());
+
+        let apps = format!("{base}Application/");
+        let create = json!({"app_name": "gemini-phone", "answer_url": "https://h.io/plivo/answer",
+                            "answer_method": "POST"});
+        let (status, created) = send(&rest, "POST", &apps, PLIVO, Body::Json(create)).await;
+        assert_eq!(
+            (status, created["message"].as_str()),
+            (201, Some("created"))
+        );
+        let app_id = created["app_id"].as_str().unwrap().to_owned();
+        let (status, app) =
+            send(&rest, "GET", &format!("{apps}{app_id}/"), PLIVO, Body::None).await;
+        assert_eq!(
+            (status, app["answer_url"].as_str()),
+            (200, Some("https://h.io/plivo/answer"))
+        );
+
+        let attach = json!({"app_id": app_id});
+        let (status, _) = send(&rest, "POST", &number, PLIVO, Body::Json(attach)).await;
+        assert_eq!(status, 202);
+        assert_eq!(
+            rest.plivo_number("15550008888").unwrap()["application"],
+            format!("/v1/Account/{PLIVO_ID}/Application/{app_id}/")
+        );
+    }
+
+    #[tokio::test]
+    async fn plivo_refuses_undocumented_fields_and_unknown_applications() {
+        let rest = FakeRest::start().await;
+        rest.seed_plivo_number("15550008888", None);
+        let base = format!("/v1/Account/{PLIVO_ID}/");
+        let number = format!("{base}Number/15550008888/");
+        let apps = format!("{base}Application/");
+        let app_id = rest.seed_plivo_app("gemini-phone", "https://h.io/a", "");
+        for (path, body) in [
+            (number.clone(), json!({"application": app_id})),
+            (
+                apps.clone(),
+                json!({"app_name": "x", "answerUrl": "https://h.io"}),
+            ),
+            (apps.clone(), json!({"answer_url": "https://h.io"})),
+            (format!("{apps}{app_id}/"), json!({"app_name": "renamed"})),
+            (format!("{apps}{app_id}/"), json!({"answer_method": "PUT"})),
+        ] {
+            let (status, answer) =
+                send(&rest, "POST", &path, PLIVO, Body::Json(body.clone())).await;
+            assert_eq!(status, 400, "{path} {body} accepted: {answer}");
+            assert!(answer["error"].is_string(), "Plivo's error shape: {answer}");
+        }
+        let (status, _) = send(
+            &rest,
+            "POST",
+            &number,
+            PLIVO,
+            Body::Json(json!({"app_id": "999"})),
+        )
+        .await;
+        assert_eq!(status, 404, "attaching an application that does not exist");
+        let (status, _) = send(&rest, "GET", &format!("{apps}999/"), PLIVO, Body::None).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn plivo_lists_applications_twenty_at_a_time() {
+        let rest = FakeRest::start().await;
+        for n in 0..25 {
+            rest.seed_plivo_app(&format!("app-{n}"), "https://h.io/a", "");
+        }
+        let apps = format!("/v1/Account/{PLIVO_ID}/Application/");
+        let (_, first) = send(
+            &rest,
+            "GET",
+            &format!("{apps}?limit=20&offset=0"),
+            PLIVO,
+            Body::None,
+        )
+        .await;
+        assert_eq!(first["objects"].as_array().unwrap().len(), 20);
+        assert!(first["meta"]["next"].is_string(), "{}", first["meta"]);
+        let (_, second) = send(
+            &rest,
+            "GET",
+            &format!("{apps}?limit=20&offset=20"),
+            PLIVO,
+            Body::None,
+        )
+        .await;
+        assert_eq!(second["objects"].as_array().unwrap().len(), 5);
+        assert!(second["meta"]["next"].is_null());
+        assert_eq!(second["meta"]["total_count"], 25);
+        let (status, _) = send(&rest, "GET", &format!("{apps}?limit=50"), PLIVO, Body::None).await;
+        assert_eq!(status, 400, "Plivo pages hold at most 20");
+    }
+}

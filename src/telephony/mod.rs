@@ -7,9 +7,11 @@
 //! account in [`registry`]).
 
 pub mod plivo;
+pub mod plivo_numbers;
 pub mod registry;
 pub mod rest;
 pub mod twilio;
+pub mod twilio_numbers;
 
 use std::collections::HashMap;
 

@@ -440,8 +440,8 @@ fn ended_status(record: &serde_json::Value) -> &'static str {
 /// Plivo's REST API for one account.
 #[derive(Debug, Clone)]
 pub struct PlivoClient {
-    http: reqwest::Client,
-    config: crate::config::PlivoConfig,
+    pub(super) http: reqwest::Client,
+    pub(super) config: crate::config::PlivoConfig,
 }
 
 impl PlivoClient {
@@ -452,7 +452,7 @@ impl PlivoClient {
 
     /// `{api}/v1/Account/{auth_id}/{resource…}/`, every segment encoded; Plivo's paths end
     /// with a slash.
-    fn account_url(&self, resource: &[&str]) -> Result<reqwest::Url, RestError> {
+    pub(super) fn account_url(&self, resource: &[&str]) -> Result<reqwest::Url, RestError> {
         let mut segments = vec!["v1", "Account", self.config.auth_id.as_str()];
         segments.extend_from_slice(resource);
         segments.push("");
@@ -467,7 +467,7 @@ impl PlivoClient {
         self.account_url(&[kind, uuid])
     }
 
-    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(super) fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.basic_auth(&self.config.auth_id, Some(self.config.auth_token.expose()))
     }
 
@@ -486,7 +486,7 @@ impl PlivoClient {
 }
 
 /// Plivo writes numbers as digits with the country code, without `+`.
-fn plivo_number(e164: &str) -> &str {
+pub(super) fn plivo_number(e164: &str) -> &str {
     e164.strip_prefix('+').unwrap_or(e164)
 }
 

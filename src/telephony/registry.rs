@@ -9,11 +9,13 @@ use super::plivo::{Plivo, PlivoClient};
 use super::rest::CallControl;
 use super::twilio::{Twilio, TwilioClient};
 use crate::config::{Config, Secret};
+use crate::numbers::NumberSetup;
 
 /// One configured provider account.
 struct Account {
     provider: &'static dyn Provider,
     control: Arc<dyn CallControl>,
+    numbers: Arc<dyn NumberSetup>,
     webhook_secret: Secret,
 }
 
@@ -37,16 +39,20 @@ impl Registry {
     pub fn from_config(config: &Config, http: &reqwest::Client) -> Self {
         let mut accounts = Vec::new();
         if let Some(twilio) = &config.twilio {
+            let client = Arc::new(TwilioClient::new(twilio.clone(), http.clone()));
             accounts.push(Account {
                 provider: &Twilio,
-                control: Arc::new(TwilioClient::new(twilio.clone(), http.clone())),
+                control: Arc::clone(&client) as Arc<dyn CallControl>,
+                numbers: client,
                 webhook_secret: twilio.auth_token.clone(),
             });
         }
         if let Some(plivo) = &config.plivo {
+            let client = Arc::new(PlivoClient::new(plivo.clone(), http.clone()));
             accounts.push(Account {
                 provider: &Plivo,
-                control: Arc::new(PlivoClient::new(plivo.clone(), http.clone())),
+                control: Arc::clone(&client) as Arc<dyn CallControl>,
+                numbers: client,
                 webhook_secret: plivo.auth_token.clone(),
             });
         }
@@ -63,6 +69,19 @@ impl Registry {
     /// REST control of the named provider, if configured.
     pub fn control(&self, provider: &str) -> Option<Arc<dyn CallControl>> {
         self.account(provider).map(|a| Arc::clone(&a.control))
+    }
+
+    /// Number set-up of the named provider, if configured.
+    pub fn number_setup(&self, provider: &str) -> Option<Arc<dyn NumberSetup>> {
+        self.account(provider).map(|a| Arc::clone(&a.numbers))
+    }
+
+    /// Number set-up of every configured provider, in the order of [`super::PROVIDERS`].
+    pub fn number_setups(&self) -> Vec<Arc<dyn NumberSetup>> {
+        self.accounts
+            .iter()
+            .map(|a| Arc::clone(&a.numbers))
+            .collect()
     }
 
     /// The provider to use when a request names none: the only configured one.

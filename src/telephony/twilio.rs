@@ -372,8 +372,8 @@ fn our_status(twilio_status: &str) -> Option<&'static str> {
 /// Twilio's REST API for one account.
 #[derive(Debug, Clone)]
 pub struct TwilioClient {
-    http: reqwest::Client,
-    config: crate::config::TwilioConfig,
+    pub(super) http: reqwest::Client,
+    pub(super) config: crate::config::TwilioConfig,
 }
 
 impl TwilioClient {
@@ -383,7 +383,7 @@ impl TwilioClient {
     }
 
     /// `{api}/2010-04-01/Accounts/{AccountSid}/{resource…}`, every segment encoded.
-    fn account_url(&self, resource: &[&str]) -> Result<reqwest::Url, RestError> {
+    pub(super) fn account_url(&self, resource: &[&str]) -> Result<reqwest::Url, RestError> {
         let mut segments = vec!["2010-04-01", "Accounts", self.config.account_sid.as_str()];
         segments.extend_from_slice(resource);
         super::rest::api_url("twilio", "TWILIO_API_URL", &self.config.api_url, &segments)
@@ -397,14 +397,18 @@ impl TwilioClient {
         self.account_url(&["Calls", &format!("{call_sid}.json")])
     }
 
-    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(super) fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.basic_auth(
             &self.config.account_sid,
             Some(self.config.auth_token.expose()),
         )
     }
 
-    fn post_form(&self, url: reqwest::Url, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    pub(super) fn post_form(
+        &self,
+        url: reqwest::Url,
+        form: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
         self.authed(self.http.post(url)).form(form)
     }
 }

@@ -8,6 +8,12 @@
 //! call id is not a Twilio call SID (`CA` + 32 hex) or a Plivo UUID, and to a lookup of a call
 //! it does not know. Updates (hang-up, transfer) of a well-formed id it does not know succeed,
 //! as for an inbound call, which the phone network creates without the REST API.
+//!
+//! For number set-up it serves the accounts (Twilio `GET /Accounts/{Sid}.json`, Plivo `GET
+//! /v1/Account/{id}/`), the numbers a test seeds (Twilio IncomingPhoneNumbers, Plivo Number)
+//! and Plivo applications, with the providers' field names; an unknown number or application
+//! is a 404, and the update endpoints refuse fields the real APIs do not document (400), so a
+//! misspelt field fails a test instead of being dropped silently.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -78,6 +84,14 @@ struct Shared {
     next_id: u32,
     /// Call id (Twilio SID, Plivo call or request UUID) → status in Twilio's words.
     calls: HashMap<String, String>,
+    /// Twilio IncomingPhoneNumber resources, in the order seeded.
+    twilio_numbers: Vec<Value>,
+    /// Plivo number resources by number (digits, no `+`).
+    plivo_numbers: HashMap<String, Value>,
+    /// Plivo applications, in the order created.
+    plivo_apps: Vec<Value>,
+    /// Twilio's account `type` (`Full` or `Trial`).
+    twilio_account_type: String,
 }
 
 /// The fake REST server.
@@ -90,7 +104,10 @@ pub struct FakeRest {
 impl FakeRest {
     /// Starts it on an ephemeral loopback port.
     pub async fn start() -> FakeRest {
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            twilio_account_type: "Full".into(),
+            ..Shared::default()
+        }));
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
@@ -137,6 +154,106 @@ impl FakeRest {
     /// The status the fake holds for a call, if it knows it.
     pub fn call_status(&self, id: &str) -> Option<String> {
         self.shared.lock().unwrap().calls.get(id).cloned()
+    }
+
+    /// Adds a number to the Twilio account, its voice URL `voice_url` (`None`: unset);
+    /// returns its `PN…` SID.
+    pub fn seed_twilio_number(&self, number: &str, voice_url: Option<&str>) -> String {
+        let mut shared = self.shared.lock().unwrap();
+        let sid = format!("PN{:032x}", 0xbeef + shared.twilio_numbers.len());
+        let resource = json!({
+            "account_sid": TWILIO_SID, "sid": sid, "phone_number": number,
+            "friendly_name": number, "api_version": "2010-04-01",
+            "voice_url": voice_url, "voice_method": "POST",
+            "voice_fallback_url": null, "voice_fallback_method": "POST",
+            "voice_application_sid": "", "voice_caller_id_lookup": false,
+            "status_callback": "", "status_callback_method": "POST",
+            "sms_url": "", "sms_method": "POST", "trunk_sid": null,
+            "voice_receive_mode": "voice", "status": "in-use",
+            "capabilities": {"voice": true, "sms": true, "mms": false, "fax": false},
+            "uri": format!("/2010-04-01/Accounts/{TWILIO_SID}/IncomingPhoneNumbers/{sid}.json"),
+        });
+        shared.twilio_numbers.push(resource);
+        sid
+    }
+
+    /// Sets fields of a seeded Twilio number (by E.164 number) to what a test needs.
+    pub fn edit_twilio_number(&self, number: &str, fields: Value) {
+        let mut shared = self.shared.lock().unwrap();
+        let resource = shared
+            .twilio_numbers
+            .iter_mut()
+            .find(|n| n["phone_number"] == number)
+            .expect("seeded Twilio number");
+        if let (Some(resource), Some(fields)) = (resource.as_object_mut(), fields.as_object()) {
+            resource.extend(fields.clone());
+        }
+    }
+
+    /// The Twilio number resource of `number` (E.164), as the fake holds it.
+    pub fn twilio_number(&self, number: &str) -> Option<Value> {
+        let shared = self.shared.lock().unwrap();
+        shared
+            .twilio_numbers
+            .iter()
+            .find(|n| n["phone_number"] == number)
+            .cloned()
+    }
+
+    /// Makes the Twilio account report this `type` (`Full`, `Trial`).
+    pub fn set_twilio_account_type(&self, account_type: &str) {
+        self.shared.lock().unwrap().twilio_account_type = account_type.to_owned();
+    }
+
+    /// Adds a number (digits, no `+`) to the Plivo account, attached to application `app_id`.
+    pub fn seed_plivo_number(&self, number: &str, app_id: Option<&str>) {
+        let resource = json!({
+            "api_id": fake_uuid(7), "number": number, "alias": null, "active": true,
+            "added_on": "2024-01-15", "carrier": "Plivo", "number_type": "local",
+            "application": app_id.map(|id| format!("/v1/Account/{PLIVO_ID}/Application/{id}/")),
+            "country": "United States", "region": "California, UNITED STATES",
+            "monthly_rental_rate": "0.80000", "sms_enabled": true, "voice_enabled": true,
+            "sub_account": null, "resource_uri": format!("/v1/Account/{PLIVO_ID}/Number/{number}/"),
+        });
+        self.shared
+            .lock()
+            .unwrap()
+            .plivo_numbers
+            .insert(number.to_owned(), resource);
+    }
+
+    /// The Plivo number resource of `number` (digits), as the fake holds it.
+    pub fn plivo_number(&self, number: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .unwrap()
+            .plivo_numbers
+            .get(number)
+            .cloned()
+    }
+
+    /// Adds a Plivo application; returns its `app_id`.
+    pub fn seed_plivo_app(&self, name: &str, answer_url: &str, hangup_url: &str) -> String {
+        let mut shared = self.shared.lock().unwrap();
+        let app = plivo_app(shared.plivo_apps.len(), name);
+        shared.plivo_apps.push(app);
+        let app = shared.plivo_apps.last_mut().expect("just added");
+        app["answer_url"] = json!(answer_url);
+        app["hangup_url"] = json!(hangup_url);
+        app["app_id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The Plivo applications, in the order created.
+    pub fn plivo_apps(&self) -> Vec<Value> {
+        self.shared.lock().unwrap().plivo_apps.clone()
+    }
+
+    /// Requests that could change something (every method but GET).
+    pub fn updates(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != Method::GET)
+            .collect()
     }
 
     /// Every request so far.
@@ -200,6 +317,7 @@ async fn handle(
     let path = recorded.path.clone();
     let auth = recorded.basic_auth.clone();
     let form = recorded.form.clone();
+    let json_body = recorded.json.clone();
     let (scripted, id, delay) = {
         let mut shared = shared.lock().unwrap();
         shared.requests.push(recorded);
@@ -235,9 +353,9 @@ async fn handle(
 
     let query = uri.query().unwrap_or_default().to_owned();
     let (status, body) = if twilio {
-        twilio_route(&shared, &method, &path, &form, id)
+        twilio_route(&shared, &method, &path, &query, &form, id)
     } else {
-        plivo_route(&shared, &method, &path, &query, id)
+        plivo_route(&shared, &method, &path, &query, json_body.as_ref(), id)
     };
     if status == StatusCode::NO_CONTENT {
         return status.into_response();
@@ -281,12 +399,32 @@ fn twilio_route(
     shared: &Mutex<Shared>,
     method: &Method,
     path: &str,
+    query: &str,
     form: &[(String, String)],
     id: u32,
 ) -> (StatusCode, Value) {
+    if method == Method::GET && path == format!("/2010-04-01/Accounts/{TWILIO_SID}.json") {
+        let account_type = shared.lock().unwrap().twilio_account_type.clone();
+        return (
+            StatusCode::OK,
+            json!({"sid": TWILIO_SID, "friendly_name": "Test account", "status": "active",
+                   "type": account_type, "owner_account_sid": TWILIO_SID,
+                   "date_created": "Thu, 30 Jul 2015 23:19:04 +0000",
+                   "uri": format!("/2010-04-01/Accounts/{TWILIO_SID}.json")}),
+        );
+    }
     let Some(rest) = path.strip_prefix(&format!("/2010-04-01/Accounts/{TWILIO_SID}/")) else {
         return not_found(true, path);
     };
+    if rest == "IncomingPhoneNumbers.json" && method == Method::GET {
+        return (StatusCode::OK, twilio_number_list(shared, query));
+    }
+    if let Some(sid) = rest
+        .strip_prefix("IncomingPhoneNumbers/")
+        .and_then(|r| r.strip_suffix(".json"))
+    {
+        return twilio_number_update(shared, method, path, sid, form);
+    }
     let field = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)
@@ -343,12 +481,32 @@ fn plivo_route(
     method: &Method,
     path: &str,
     query: &str,
+    body: Option<&Value>,
     id: u32,
 ) -> (StatusCode, Value) {
     let Some(rest) = path.strip_prefix(&format!("/v1/Account/{PLIVO_ID}/")) else {
         return not_found(false, path);
     };
     let segments: Vec<&str> = rest.split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", [""]) => {
+            return (
+                StatusCode::OK,
+                json!({"api_id": fake_uuid(id), "auth_id": PLIVO_ID, "name": "Test account",
+                       "account_type": "standard", "billing_mode": "prepaid",
+                       "cash_credits": "4.88860", "timezone": "Asia/Kolkata",
+                       "resource_uri": format!("/v1/Account/{PLIVO_ID}/")}),
+            );
+        }
+        (_, ["Number", number, ""]) => {
+            return plivo_number_route(shared, method, path, number, body, id);
+        }
+        (_, ["Application", ""]) | (_, ["Application", _, ""]) => {
+            let app_id = segments.get(1).filter(|s| !s.is_empty()).copied();
+            return plivo_app_route(shared, method, path, query, app_id, body, id);
+        }
+        _ => {}
+    }
     let lookup = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
         .unwrap_or_default()
         .into_iter()
@@ -446,5 +604,353 @@ fn plivo_lookup(uuid: &str, status: &str, lookup: Option<&str>) -> Option<Value>
                 "resource_uri": format!("/v1/Account/{PLIVO_ID}/Call/{uuid}/")}))
         }
         _ => None,
+    }
+}
+
+/// Form fields Twilio documents for an IncomingPhoneNumber update (SDK
+/// `IncomingPhoneNumberContext.update`).
+const TWILIO_NUMBER_FIELDS: &[&str] = &[
+    "AccountSid",
+    "ApiVersion",
+    "FriendlyName",
+    "SmsApplicationSid",
+    "SmsFallbackMethod",
+    "SmsFallbackUrl",
+    "SmsMethod",
+    "SmsUrl",
+    "StatusCallback",
+    "StatusCallbackMethod",
+    "VoiceApplicationSid",
+    "VoiceCallerIdLookup",
+    "VoiceFallbackMethod",
+    "VoiceFallbackUrl",
+    "VoiceMethod",
+    "VoiceUrl",
+    "EmergencyStatus",
+    "EmergencyAddressSid",
+    "TrunkSid",
+    "VoiceReceiveMode",
+    "IdentitySid",
+    "AddressSid",
+    "BundleSid",
+];
+
+/// `VoiceUrl` → `voice_url`: the resource's spelling of a form field.
+fn snake_case(field: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in field.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// True when `candidate` contains `pattern`'s digits in a row, `*` matching any digit: how
+/// Twilio's `PhoneNumber` filter matches partial numbers.
+fn matches_partially(candidate: &str, pattern: &str) -> bool {
+    let digits: Vec<char> = candidate.chars().filter(char::is_ascii_digit).collect();
+    let wanted: Vec<char> = pattern
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '*')
+        .collect();
+    wanted.is_empty()
+        || digits
+            .windows(wanted.len())
+            .any(|window| window.iter().zip(&wanted).all(|(d, w)| *w == '*' || d == w))
+}
+
+fn twilio_number_list(shared: &Mutex<Shared>, query: &str) -> Value {
+    let filter = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, _)| k == "PhoneNumber")
+        .map(|(_, v)| v);
+    let numbers: Vec<Value> = shared
+        .lock()
+        .unwrap()
+        .twilio_numbers
+        .iter()
+        .filter(|n| {
+            filter.as_deref().is_none_or(|pattern| {
+                matches_partially(n["phone_number"].as_str().unwrap_or_default(), pattern)
+            })
+        })
+        .cloned()
+        .collect();
+    let uri = format!("/2010-04-01/Accounts/{TWILIO_SID}/IncomingPhoneNumbers.json");
+    json!({"incoming_phone_numbers": numbers, "page": 0, "page_size": 50, "start": 0,
+           "end": numbers.len().saturating_sub(1), "next_page_uri": null,
+           "previous_page_uri": null, "first_page_uri": uri, "uri": uri})
+}
+
+fn twilio_error(status: StatusCode, code: u32, message: String) -> (StatusCode, Value) {
+    (
+        status,
+        json!({"code": code, "message": message, "status": status.as_u16(),
+               "more_info": format!("https://www.twilio.com/docs/errors/{code}")}),
+    )
+}
+
+fn twilio_number_update(
+    shared: &Mutex<Shared>,
+    method: &Method,
+    path: &str,
+    sid: &str,
+    form: &[(String, String)],
+) -> (StatusCode, Value) {
+    let mut shared = shared.lock().unwrap();
+    let Some(resource) = shared.twilio_numbers.iter_mut().find(|n| n["sid"] == sid) else {
+        return not_found(true, path);
+    };
+    match method.as_str() {
+        "GET" => return (StatusCode::OK, resource.clone()),
+        "POST" => {}
+        _ => return not_found(true, path),
+    }
+    if let Some((field, _)) = form
+        .iter()
+        .find(|(k, _)| !TWILIO_NUMBER_FIELDS.contains(&k.as_str()))
+    {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            20001,
+            format!("Unknown parameter {field}"),
+        );
+    }
+    if let Some((field, value)) = form.iter().find(|(k, v)| {
+        k.ends_with("Method") && !matches!(v.to_ascii_uppercase().as_str(), "GET" | "POST")
+    }) {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21207,
+            format!("{field} is not valid: {value}"),
+        );
+    }
+    for (field, value) in form {
+        resource[snake_case(field)] = json!(value);
+    }
+    (StatusCode::OK, resource.clone())
+}
+
+/// Keys Plivo documents for a number update (SDK `Numbers.update`).
+const PLIVO_NUMBER_FIELDS: &[&str] = &[
+    "app_id",
+    "subaccount",
+    "alias",
+    "verification_info",
+    "cnam_lookup",
+];
+
+/// Keys Plivo documents for an application update (SDK `Applications.update`); a create
+/// also takes `app_name`.
+const PLIVO_APP_FIELDS: &[&str] = &[
+    "answer_url",
+    "answer_method",
+    "hangup_url",
+    "hangup_method",
+    "fallback_answer_url",
+    "fallback_method",
+    "message_url",
+    "message_method",
+    "default_number_app",
+    "default_endpoint_app",
+    "subaccount",
+    "log_incoming_messages",
+    "public_uri",
+];
+
+fn plivo_error(status: StatusCode, message: String) -> (StatusCode, Value) {
+    (status, json!({"api_id": fake_uuid(0), "error": message}))
+}
+
+/// The body as a JSON object whose keys are all in `allowed`, or the 400 Plivo would answer.
+fn plivo_fields<'a>(
+    body: Option<&'a Value>,
+    allowed: &[&str],
+) -> Result<&'a serde_json::Map<String, Value>, (StatusCode, Value)> {
+    let Some(fields) = body.and_then(Value::as_object) else {
+        return Err(plivo_error(
+            StatusCode::BAD_REQUEST,
+            "a JSON object body is required".into(),
+        ));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(plivo_error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown parameter {unknown}"),
+        ));
+    }
+    for (key, value) in fields {
+        let method_ok = !key.ends_with("_method")
+            || value
+                .as_str()
+                .is_some_and(|m| matches!(m.to_ascii_uppercase().as_str(), "GET" | "POST"));
+        if !method_ok {
+            return Err(plivo_error(
+                StatusCode::BAD_REQUEST,
+                format!("{key} must be GET or POST"),
+            ));
+        }
+    }
+    Ok(fields)
+}
+
+fn plivo_number_route(
+    shared: &Mutex<Shared>,
+    method: &Method,
+    path: &str,
+    number: &str,
+    body: Option<&Value>,
+    id: u32,
+) -> (StatusCode, Value) {
+    let mut shared = shared.lock().unwrap();
+    let known_apps: Vec<String> = shared
+        .plivo_apps
+        .iter()
+        .filter_map(|a| a["app_id"].as_str().map(str::to_owned))
+        .collect();
+    let Some(resource) = shared.plivo_numbers.get_mut(number) else {
+        return not_found(false, path);
+    };
+    match method.as_str() {
+        "GET" => (StatusCode::OK, resource.clone()),
+        "POST" => {
+            let fields = match plivo_fields(body, PLIVO_NUMBER_FIELDS) {
+                Ok(fields) => fields,
+                Err(refusal) => return refusal,
+            };
+            if let Some(app_id) = fields.get("app_id") {
+                let app_id = app_id.as_str().unwrap_or_default();
+                if !known_apps.iter().any(|known| known == app_id) {
+                    return plivo_error(
+                        StatusCode::NOT_FOUND,
+                        format!("application {app_id} not found"),
+                    );
+                }
+                resource["application"] =
+                    json!(format!("/v1/Account/{PLIVO_ID}/Application/{app_id}/"));
+            }
+            (
+                StatusCode::ACCEPTED,
+                json!({"api_id": fake_uuid(id), "message": "changed"}),
+            )
+        }
+        _ => not_found(false, path),
+    }
+}
+
+/// A Plivo application as the list and lookups show it, its URLs unset.
+fn plivo_app(index: usize, name: &str) -> Value {
+    let app_id = format!("{}", 20_468_599_130_939_380_u64 + index as u64);
+    json!({
+        "app_id": app_id, "app_name": name, "answer_url": "", "answer_method": "POST",
+        "hangup_url": "", "hangup_method": "POST", "fallback_answer_url": "",
+        "fallback_method": "POST", "message_url": "", "message_method": "POST",
+        "default_app": false, "default_endpoint_app": false, "enabled": true,
+        "public_uri": false, "sub_account": null,
+        "sip_uri": format!("sip:{app_id}@app.plivo.com"),
+        "resource_uri": format!("/v1/Account/{PLIVO_ID}/Application/{app_id}/"),
+    })
+}
+
+fn plivo_app_route(
+    shared: &Mutex<Shared>,
+    method: &Method,
+    path: &str,
+    query: &str,
+    app_id: Option<&str>,
+    body: Option<&Value>,
+    id: u32,
+) -> (StatusCode, Value) {
+    let mut shared = shared.lock().unwrap();
+    match (method.as_str(), app_id) {
+        ("GET", None) => {
+            let params: HashMap<String, String> =
+                serde_urlencoded::from_str(query).unwrap_or_default();
+            let number = |key: &str, default: usize| {
+                params
+                    .get(key)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(default)
+            };
+            let (limit, offset) = (number("limit", 20), number("offset", 0));
+            if !(1..=20).contains(&limit) {
+                return plivo_error(StatusCode::BAD_REQUEST, "limit must be 1 to 20".into());
+            }
+            let total = shared.plivo_apps.len();
+            let objects: Vec<Value> = shared
+                .plivo_apps
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .cloned()
+                .collect();
+            let next = (offset + limit < total).then(|| {
+                format!(
+                    "/v1/Account/{PLIVO_ID}/Application/?limit={limit}&offset={}",
+                    offset + limit
+                )
+            });
+            (
+                StatusCode::OK,
+                json!({"api_id": fake_uuid(id), "objects": objects,
+                       "meta": {"limit": limit, "offset": offset, "total_count": total,
+                                "next": next, "previous": null}}),
+            )
+        }
+        ("POST", None) => {
+            let mut allowed = PLIVO_APP_FIELDS.to_vec();
+            allowed.push("app_name");
+            let fields = match plivo_fields(body, &allowed) {
+                Ok(fields) => fields,
+                Err(refusal) => return refusal,
+            };
+            let Some(name) = fields.get("app_name").and_then(Value::as_str) else {
+                return plivo_error(StatusCode::BAD_REQUEST, "app_name is required".into());
+            };
+            let mut app = plivo_app(shared.plivo_apps.len(), name);
+            for (key, value) in fields {
+                app[key] = value.clone();
+            }
+            let app_id = app["app_id"].clone();
+            shared.plivo_apps.push(app);
+            (
+                StatusCode::CREATED,
+                json!({"api_id": fake_uuid(id), "app_id": app_id, "message": "created"}),
+            )
+        }
+        (verb, Some(app_id)) => {
+            let Some(app) = shared.plivo_apps.iter_mut().find(|a| a["app_id"] == app_id) else {
+                return not_found(false, path);
+            };
+            match verb {
+                "GET" => {
+                    let mut found = app.clone();
+                    found["api_id"] = json!(fake_uuid(id));
+                    (StatusCode::OK, found)
+                }
+                "POST" => {
+                    let fields = match plivo_fields(body, PLIVO_APP_FIELDS) {
+                        Ok(fields) => fields,
+                        Err(refusal) => return refusal,
+                    };
+                    for (key, value) in fields {
+                        app[key] = value.clone();
+                    }
+                    (
+                        StatusCode::ACCEPTED,
+                        json!({"api_id": fake_uuid(id), "message": "changed"}),
+                    )
+                }
+                _ => not_found(false, path),
+            }
+        }
+        _ => not_found(false, path),
     }
 }
