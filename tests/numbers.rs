@@ -73,7 +73,11 @@ async fn configure(rest: &FakeRest, accounts: Accounts, extra: &[(&str, &str)]) 
 
 async fn doctor(rest: &FakeRest, accounts: Accounts, extra: &[(&str, &str)]) -> Vec<Check> {
     let config = config(rest, accounts, extra);
-    providers::checks(&config, &http_client(Duration::from_secs(2))).await
+    providers::checks(
+        &config,
+        &http_client(Duration::from_secs(2)).expect("HTTP client"),
+    )
+    .await
 }
 
 fn line(checks: &[Check], area: &str) -> Check {
@@ -639,7 +643,10 @@ fn the_registry_offers_number_set_up_per_configured_provider() {
         _ => None,
     })
     .unwrap();
-    let registry = Registry::from_config(&config, &http_client(Duration::from_secs(1)));
+    let registry = Registry::from_config(
+        &config,
+        &http_client(Duration::from_secs(1)).expect("HTTP client"),
+    );
     assert!(registry.number_setup("twilio").is_none());
     let plivo = registry.number_setup("plivo").expect("plivo");
     assert_eq!(plivo.provider(), "plivo");

@@ -376,7 +376,17 @@ impl fmt::Display for Report {
 /// Points every configured provider's number at `config.public_url`: what
 /// `gemini-phone configure` runs.
 pub async fn configure_all(config: &Config) -> Report {
-    let http = http_client(config.provider_timeout);
+    let http = match http_client(config.provider_timeout) {
+        Ok(http) => http,
+        Err(error) => {
+            return Report {
+                outcomes: Vec::new(),
+                refused: Some(format!(
+                    "cannot set up HTTPS ({error}); install the system's CA certificates"
+                )),
+            };
+        }
+    };
     let registry = Registry::from_config(config, &http);
     configure_with(&registry, &config.public_url).await
 }

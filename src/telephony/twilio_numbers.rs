@@ -310,7 +310,8 @@ mod tests {
                 phone_number: None,
                 api_url: "https://api.twilio.com".into(),
             },
-            crate::telephony::rest::http_client(std::time::Duration::from_secs(1)),
+            crate::telephony::rest::http_client(std::time::Duration::from_secs(1))
+                .expect("an HTTP client"),
         )
         .wanted("https://x.io")
     }
