@@ -249,8 +249,12 @@ fn closed(code: u16, reason: &str, config: &GeminiConfig, when: &str) -> String 
         1007 => format!(
             "Gemini refused the session setup as invalid (close 1007 {when}: {shown}): fix the field or tool the reason names (a tool in TOOLS_FILE, GEMINI_VOICE, GEMINI_LANGUAGE)"
         ),
+        1008 if config.model == DEFAULT_GEMINI_MODEL => format!(
+            "the key cannot use model `{}` (close 1008 {when}: {shown}): use a key whose project has Live API access, or set GEMINI_MODEL to a Live model the key may use",
+            config.model
+        ),
         1008 => format!(
-            "the key cannot use model `{}` (close 1008 {when}: {shown}): set GEMINI_MODEL to a Live model the key may use (default {DEFAULT_GEMINI_MODEL})",
+            "the key cannot use model `{}` (close 1008 {when}: {shown}): set GEMINI_MODEL to a Live model the key may use, or unset it for the default {DEFAULT_GEMINI_MODEL}",
             config.model
         ),
         1011 if ["quota", "exceeded", "resource_exhausted", "billing"]
