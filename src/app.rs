@@ -164,7 +164,8 @@ fn stream_secret(config: &Config) -> Vec<u8> {
     }
 }
 
-fn read_inbound_prompt(config: &Config) -> Result<String, ConfigError> {
+/// The inbound agent's prompt, `PROMPTS_DIR/inbound.md` (empty in echo mode when absent).
+pub fn read_inbound_prompt(config: &Config) -> Result<String, ConfigError> {
     let path = config.prompts_dir.join("inbound.md");
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => Ok(text),

@@ -2,7 +2,8 @@
 //!
 //! `gemini-phone` serves calls; `gemini-phone healthcheck` asks a running server's
 //! `/health` (for container health checks, where no curl is installed);
-//! `gemini-phone audio-report` prints the audio path's measured fidelity.
+//! `gemini-phone audio-report` prints the audio path's measured fidelity;
+//! `gemini-phone doctor` checks everything a first call depends on.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,13 +31,14 @@ fn main() -> ExitCode {
         None | Some("serve") => {}
         Some("healthcheck") => return healthcheck(),
         Some("configure") => return configure(),
+        Some("doctor") => return gemini_phone::doctor::run::main(),
         Some("audio-report") => {
             print!("{}", gemini_phone::audio::report::fidelity_report());
             return ExitCode::SUCCESS;
         }
         Some(other) => {
             eprintln!(
-                "unknown command `{other}`; use `serve` (default), `healthcheck` or `audio-report`"
+                "unknown command `{other}`; use `serve` (default), `doctor`, `configure`, `healthcheck` or `audio-report`"
             );
             return ExitCode::from(2);
         }

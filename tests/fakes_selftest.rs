@@ -1395,3 +1395,49 @@ mod fake_rest_numbers_selftest {
         assert_eq!(status, 400, "Plivo pages hold at most 20");
     }
 }
+
+/// `AnswerText` speaks once per text turn, in either form (3.x `realtimeInput.text`, 2.5
+/// `clientContent`), and stays silent for audio and for content that is not a turn.
+#[tokio::test]
+async fn gemini_answer_text_speaks_once_per_text_turn() {
+    let mut fake = FakeGemini::start(Behaviour::AnswerText).await;
+    let mut ws = raw_connect(&fake.url()).await.unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    assert_eq!(
+        next_json(&mut ws).await.unwrap().1,
+        json!({"setupComplete": {}})
+    );
+    let mut session = fake.next_session(T).await;
+
+    let assert_spoken_answer = |first: Value, second: Value| {
+        let part = &first["serverContent"]["modelTurn"]["parts"][0]["inlineData"];
+        assert_eq!(part["mimeType"], "audio/pcm;rate=24000", "{first}");
+        let pcm =
+            gemini::le_bytes_to_pcm16(&STANDARD.decode(part["data"].as_str().unwrap()).unwrap());
+        assert_eq!(pcm.len(), gemini::SPOKEN_ANSWER_SAMPLES);
+        assert!(pcm.iter().any(|s| *s != 0), "the answer is not silence");
+        assert_eq!(second, json!({"serverContent": {"turnComplete": true}}));
+    };
+    send_text(&mut ws, json!({"realtimeInput": {"text": "Hello?"}})).await;
+    let (binary, first) = next_json(&mut ws).await.unwrap();
+    assert!(binary, "server frames are binary");
+    assert_spoken_answer(first, next_json(&mut ws).await.unwrap().1);
+
+    let turn = json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "Hi"}]}], "turnComplete": true}});
+    send_text(&mut ws, turn).await;
+    let first = next_json(&mut ws).await.unwrap().1;
+    assert_spoken_answer(first, next_json(&mut ws).await.unwrap().1);
+
+    // Neither audio nor history without turnComplete asks for an answer.
+    send_text(&mut ws, audio_msg(&[0; 160])).await;
+    let history = json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "Hi"}]}], "turnComplete": false}});
+    send_text(&mut ws, history).await;
+    assert!(
+        tokio::time::timeout(SHORT, ws.next()).await.is_err(),
+        "no answer without a text turn"
+    );
+    assert_eq!(
+        session.recv(T).await.unwrap()["realtimeInput"]["text"],
+        "Hello?"
+    );
+}

@@ -2,7 +2,13 @@
 //! Gemini, the provider accounts and numbers, the public URL, records, tools — and prints one
 //! line per check with the fix for each failure.
 
+mod configuration;
+mod gemini;
 pub mod providers;
+mod public_url;
+mod records;
+pub mod run;
+mod tools;
 
 use std::fmt;
 
@@ -48,6 +54,75 @@ impl Check {
             area: area.into(),
             outcome,
             detail: detail.into(),
+        }
+    }
+
+    /// A check that passed.
+    pub fn ok(area: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(area, Outcome::Ok, detail)
+    }
+
+    /// Something worth knowing that does not break calls.
+    pub fn warn(area: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(area, Outcome::Warn, detail)
+    }
+
+    /// A failure; `detail` says what is wrong and how to fix it.
+    pub fn fail(area: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(area, Outcome::Fail, detail)
+    }
+
+    /// A check not run; `detail` says why.
+    pub fn skip(area: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(area, Outcome::Skip, detail)
+    }
+}
+
+/// One report line: outcome and area in columns, then the detail.
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `{:<4}` pads only through `Formatter::pad`, which `Outcome`'s Display skips.
+        write!(
+            f,
+            "{:<4}  {:<13} {}",
+            self.outcome.to_string(),
+            self.area,
+            self.detail
+        )
+    }
+}
+
+/// Every line of one doctor run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// How many checks came out as `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.checks.iter().filter(|c| c.outcome == outcome).count()
+    }
+
+    /// True when nothing failed (warnings and skips do not fail a run).
+    pub fn passed(&self) -> bool {
+        self.count(Outcome::Fail) == 0
+    }
+
+    /// The closing line: the counts, and what to do next.
+    pub fn summary(&self) -> String {
+        let counts = format!(
+            "{} ok, {} warn, {} FAIL, {} skip",
+            self.count(Outcome::Ok),
+            self.count(Outcome::Warn),
+            self.count(Outcome::Fail),
+            self.count(Outcome::Skip)
+        );
+        if self.passed() {
+            format!("{counts}: ready for a first call")
+        } else {
+            format!("{counts}: fix the FAIL lines above, then run `gemini-phone doctor` again")
         }
     }
 }

@@ -62,6 +62,14 @@ async fn connect_inner(
     config: &GeminiConfig,
     setup_message: &str,
 ) -> Result<GeminiSocket, ConnectError> {
+    let mut socket = open(config).await?;
+    complete_setup(&mut socket, setup_message).await?;
+    Ok(socket)
+}
+
+/// The WebSocket handshake alone, without a time limit: [`connect`] is what calls use;
+/// this and [`complete_setup`] are its two steps, for `doctor` to time each.
+pub async fn open(config: &GeminiConfig) -> Result<GeminiSocket, ConnectError> {
     let mut request = config.live_url.as_str().into_client_request()?;
     let key = HeaderValue::from_str(config.api_key.expose()).map_err(|_| {
         tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
@@ -75,23 +83,29 @@ async fn connect_inner(
         .read_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    let (mut socket, _response) =
-        match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
-            Ok(ok) => ok,
-            Err(tungstenite::Error::Http(response)) => {
-                let body = response
-                    .body()
-                    .as_deref()
-                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
-                    .unwrap_or_default();
-                return Err(ConnectError::Refused {
-                    status: response.status().as_u16(),
-                    body,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
+    match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
+        Ok((socket, _response)) => Ok(socket),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
+                .unwrap_or_default();
+            Err(ConnectError::Refused {
+                status: response.status().as_u16(),
+                body,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
+/// Sends `setup_message` on an open socket and waits, without a time limit, for
+/// `setupComplete` (the second step of [`connect`]).
+pub async fn complete_setup(
+    socket: &mut GeminiSocket,
+    setup_message: &str,
+) -> Result<(), ConnectError> {
     socket.send(Message::text(setup_message)).await?;
 
     while let Some(frame) = socket.next().await {
@@ -107,7 +121,7 @@ async fn connect_inner(
             _ => continue,
         };
         match serde_json::from_slice::<ServerMessage<'_>>(&bytes) {
-            Ok(msg) if msg.setup_complete.is_some() => return Ok(socket),
+            Ok(msg) if msg.setup_complete.is_some() => return Ok(()),
             Ok(_) => tracing::debug!("message before setupComplete ignored"),
             Err(e) => tracing::warn!(error = %e, "unreadable message before setupComplete"),
         }

@@ -59,6 +59,10 @@ pub enum Behaviour {
     /// audio at 24 kHz. Upsampling is plain linear interpolation (2 samples → 3); fidelity is not
     /// the point, only that audio flows both ways at the right rates.
     Echo,
+    /// Like `Normal`, and every text turn (`realtimeInput.text`, or `clientContent` with
+    /// `turnComplete: true`) is answered as the real service answers one: a short model audio
+    /// chunk ([`SPOKEN_ANSWER_SAMPLES`] samples at 24 kHz), then `turnComplete`.
+    AnswerText,
 }
 
 /// The HTTP upgrade request of one connection, as the fake saw it.
@@ -702,7 +706,7 @@ async fn run_connection(
         close_deadline = Some(Instant::now() + CLOSE_WAIT);
     } else {
         match &behaviour {
-            Behaviour::Normal | Behaviour::Echo => {
+            Behaviour::Normal | Behaviour::Echo | Behaviour::AnswerText => {
                 let _ = ws
                     .send(Message::binary(
                         json!({"setupComplete": {}}).to_string().into_bytes(),
@@ -734,6 +738,7 @@ async fn run_connection(
         return;
     }
     let echo = behaviour == Behaviour::Echo;
+    let answer_text = behaviour == Behaviour::AnswerText;
     let mut session_gone = false;
     let mut we_closed = close_deadline.is_some();
 
@@ -812,6 +817,15 @@ async fn run_connection(
                             break;
                         }
                     }
+                    if answer_text && !we_closed && is_text_turn(&v) {
+                        let mut sent = true;
+                        for reply in spoken_answer() {
+                            sent &= ws.send(Message::binary(reply.to_string().into_bytes())).await.is_ok();
+                        }
+                        if !sent {
+                            break;
+                        }
+                    }
                     if !session_gone && in_tx.try_send(v).is_err() {
                         shared.dropped_inbound.fetch_add(1, Ordering::SeqCst);
                     }
@@ -861,4 +875,30 @@ fn is_setup_complete(m: &Message) -> bool {
     serde_json::from_slice::<Value>(bytes)
         .map(|v| v.get("setupComplete").is_some())
         .unwrap_or(false)
+}
+
+/// Length of the audio chunk that answers a text turn under `Behaviour::AnswerText`
+/// (100 ms at 24 kHz).
+pub const SPOKEN_ANSWER_SAMPLES: usize = 2_400;
+
+/// True for a client message that asks the model to answer typed text now.
+fn is_text_turn(v: &Value) -> bool {
+    let realtime_text = v["realtimeInput"]["text"].is_string();
+    let content = &v["clientContent"];
+    let content_turn = content["turnComplete"] == json!(true)
+        && content["turns"]
+            .as_array()
+            .is_some_and(|turns| !turns.is_empty());
+    realtime_text || content_turn
+}
+
+/// The answer to a text turn: one non-silent audio chunk, then `turnComplete`.
+fn spoken_answer() -> [Value; 2] {
+    let tone: Vec<i16> = (0..SPOKEN_ANSWER_SAMPLES)
+        .map(|n| if (n / 30) % 2 == 0 { 4_000 } else { -4_000 })
+        .collect();
+    [
+        json!({"serverContent": {"modelTurn": {"role": "model", "parts": [audio_part(&tone)]}}}),
+        json!({"serverContent": {"turnComplete": true}}),
+    ]
 }
