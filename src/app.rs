@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::admission::Admission;
 use crate::audio::clip::Clip;
 use crate::audio::{Downlink, Uplink};
+use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError};
@@ -78,14 +79,29 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Builds the shared state: reads the inbound prompt, opens the record store, registers
-    /// this instance there and starts its heartbeat and crash reconciliation.
+    /// this instance there and starts its heartbeat, crash reconciliation and, when
+    /// `POST_CALL_WEBHOOK_URL` is set, post-call webhook deliveries.
     pub async fn new(config: Config) -> Result<Self, StartError> {
+        let post_call = post_call::Settings::for_config(&config);
+        Self::with_post_call(config, post_call).await
+    }
+
+    /// [`App::new`] with the post-call webhook's delivery settings given (`None`: no
+    /// webhook), so tests can shorten its timings.
+    pub async fn with_post_call(
+        config: Config,
+        post_call: Option<post_call::Settings>,
+    ) -> Result<Self, StartError> {
         let prompts = Prompts::new(config.prompts_dir.clone());
         let inbound_prompt = read_inbound_prompt(&config)?;
         let instance_id = format!("i{}", uuid::Uuid::new_v4().simple());
-        let store = CallStore::connect(&config.database_url)
+        let mut store = CallStore::connect(&config.database_url)
             .await?
             .owned_by(&instance_id);
+        if post_call.is_some() {
+            // Before any clone: every writer of final statuses queues the delivery.
+            store = store.with_post_call_outbox();
+        }
         let (recorder, _writer) = Recorder::spawn(store.clone());
         let tools = ToolBox::load(&config.tools)?;
         let fallback_clip = fallback_clip(&config)?;
@@ -109,6 +125,10 @@ impl App {
             reconcile::Settings::for_config(&config),
         );
         let membership = reconcile::start(reconciler, &shutdown);
+        if let Some(settings) = post_call {
+            post_call::start(store.clone(), settings, &instance_id, &shutdown)
+                .map_err(StartError::Tls)?;
+        }
         Ok(Self {
             fallback_clip,
             stream_tokens: StreamTokens::new(&stream_secret(&config)),

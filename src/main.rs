@@ -46,14 +46,10 @@ fn main() -> ExitCode {
 
     // A missing .env is normal in containers, where the environment is set directly.
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // Colour codes only for a person at a terminal; `docker logs` and log shippers get
-        // plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    if let Err(problem) = init_logging() {
+        eprintln!("configuration error: {problem}");
+        return ExitCode::from(2);
+    }
 
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -86,6 +82,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sets up the log output `LOG_FORMAT` asks for, filtered by `RUST_LOG`. Read here, not in
+/// [`Config`], because logging starts before the configuration is read (and reports on it).
+fn init_logging() -> Result<(), String> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = std::env::var("LOG_FORMAT").unwrap_or_default();
+    match format.trim() {
+        "" | "text" => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            // Colour codes only for a person at a terminal; `docker logs` and log shippers
+            // get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        // One JSON object a line, the event's fields at the top level beside `timestamp`,
+        // `level`, `target` and `message`, as log shippers index them.
+        "json" => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
+        other => {
+            return Err(format!(
+                "LOG_FORMAT: `{other}` is not a log format; use text (the default) or json"
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn run(app: Arc<App>) -> anyhow::Result<()> {

@@ -158,6 +158,17 @@ pub struct Config {
     pub auto_configure_numbers: bool,
     /// WAV played to the caller when Gemini is unavailable (`None`: the built-in clip).
     pub fallback_audio: Option<PathBuf>,
+    /// Where each call's final record is POSTed, if anywhere (`POST_CALL_WEBHOOK_URL`).
+    pub post_call_webhook: Option<PostCallWebhook>,
+}
+
+/// The post-call webhook: every ended call's record, signed with the secret.
+#[derive(Debug, Clone)]
+pub struct PostCallWebhook {
+    /// An `http://` or `https://` URL.
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-Gemini-Phone-Signature` (`POST_CALL_WEBHOOK_SECRET`).
+    pub secret: Secret,
 }
 
 /// What protects the server from overload, slow peers and abuse.
@@ -234,6 +245,7 @@ impl Config {
             limits: read::limits(&vars)?,
             auto_configure_numbers: vars.flag("AUTO_CONFIGURE_NUMBERS", false)?,
             fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
+            post_call_webhook: read::post_call_webhook(&vars)?,
         })
     }
 
@@ -319,6 +331,28 @@ mod tests {
                 &[("TOOL_ALLOWED_NUMBERS", "+15551234567, 12")],
                 "TOOL_ALLOWED_NUMBERS",
             ),
+            (
+                &[("POST_CALL_WEBHOOK_URL", "https://hooks.example.com/calls")],
+                "POST_CALL_WEBHOOK_SECRET",
+            ),
+            (
+                &[("POST_CALL_WEBHOOK_SECRET", "0123456789abcdef")],
+                "POST_CALL_WEBHOOK_URL",
+            ),
+            (
+                &[
+                    ("POST_CALL_WEBHOOK_URL", "hooks.example.com/calls"),
+                    ("POST_CALL_WEBHOOK_SECRET", "0123456789abcdef"),
+                ],
+                "POST_CALL_WEBHOOK_URL",
+            ),
+            (
+                &[
+                    ("POST_CALL_WEBHOOK_URL", "https://hooks.example.com/calls"),
+                    ("POST_CALL_WEBHOOK_SECRET", "short"),
+                ],
+                "POST_CALL_WEBHOOK_SECRET",
+            ),
         ];
         for (extra, var) in cases {
             let mut vars = MINIMAL.to_vec();
@@ -336,10 +370,24 @@ mod tests {
             ("PUBLIC_URL", "https://x.io"),
             ("TWILIO_ACCOUNT_SID", "AC1"),
             ("TWILIO_AUTH_TOKEN", "tok-secret"),
+            ("POST_CALL_WEBHOOK_URL", "https://hooks.example.com/calls"),
+            ("POST_CALL_WEBHOOK_SECRET", "hook-secret-0123456789"),
         ])
         .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("super-secret-key"));
         assert!(!printed.contains("tok-secret"));
+        assert!(!printed.contains("hook-secret"));
+    }
+
+    #[test]
+    fn post_call_webhook_is_off_unless_its_url_is_set() {
+        assert!(config(MINIMAL).unwrap().post_call_webhook.is_none());
+        let mut vars = MINIMAL.to_vec();
+        vars.push(("POST_CALL_WEBHOOK_URL", "http://127.0.0.1:9000/hook"));
+        vars.push(("POST_CALL_WEBHOOK_SECRET", " 0123456789abcdef "));
+        let hook = config(&vars).unwrap().post_call_webhook.expect("a webhook");
+        assert_eq!(hook.url, "http://127.0.0.1:9000/hook");
+        assert_eq!(hook.secret.expose(), "0123456789abcdef");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::vars::Vars;
 use super::{
     AgentKind, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL, GeminiConfig, Limits,
-    PlivoConfig, Secret, ToolsConfig, TwilioConfig,
+    PlivoConfig, PostCallWebhook, Secret, ToolsConfig, TwilioConfig,
 };
 use crate::e164;
 
@@ -213,6 +213,51 @@ pub(super) fn limits<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Li
         api_rate_per_minute: vars.at_least_one("API_RATE_LIMIT", 60)? as u32,
         stream_write_timeout: vars.millis("STREAM_WRITE_TIMEOUT_MS", 2_000)?,
     })
+}
+
+/// A post-call webhook secret shorter than this is refused: it is an HMAC key.
+const MIN_WEBHOOK_SECRET_LEN: usize = 16;
+
+pub(super) fn post_call_webhook<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<PostCallWebhook>, ConfigError> {
+    const URL: &str = "POST_CALL_WEBHOOK_URL";
+    const SECRET: &str = "POST_CALL_WEBHOOK_SECRET";
+    let (url, secret) = match (vars.get(URL), vars.get(SECRET)) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                URL,
+                format!("missing while {SECRET} is set; put the URL that receives each call's final record"),
+            ));
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                SECRET,
+                format!("missing while {URL} is set; put a random string of at least {MIN_WEBHOOK_SECRET_LEN} characters (e.g. `openssl rand -hex 32`) that the receiver checks signatures with"),
+            ));
+        }
+        (Some(url), Some(secret)) => (url, secret),
+    };
+    let is_web_url = reqwest::Url::parse(&url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if !is_web_url {
+        // Not echoed: a webhook URL may carry a token of the receiver's.
+        return Err(ConfigError::new(
+            URL,
+            "not an http(s) URL; use e.g. https://hooks.example.com/calls",
+        ));
+    }
+    if secret.chars().count() < MIN_WEBHOOK_SECRET_LEN {
+        return Err(ConfigError::new(
+            SECRET,
+            format!("too short; use at least {MIN_WEBHOOK_SECRET_LEN} random characters (e.g. `openssl rand -hex 32`)"),
+        ));
+    }
+    Ok(Some(PostCallWebhook {
+        url,
+        secret: Secret::new(secret),
+    }))
 }
 
 fn account<F: Fn(&str) -> Option<String>>(

@@ -286,6 +286,9 @@ impl CallStore {
             .await
             .map_err(query_error(OP))?;
         insert_event(&mut tx, OP, id, seq, KIND_STATUS, at, status.as_str(), None).await?;
+        if status.is_final() && !current.is_final() {
+            self.enqueue_post_call(&mut tx, OP, id, at).await?;
+        }
         tx.commit().await.map_err(query_error(OP))
     }
 
@@ -362,6 +365,8 @@ impl CallStore {
                 .map_err(query_error(OP))?;
             let failed = CallStatus::Failed.as_str();
             insert_event(&mut tx, OP, id, seq, KIND_STATUS, at, failed, None).await?;
+            // `advances_to(Failed)` holds only for a call that was not final yet.
+            self.enqueue_post_call(&mut tx, OP, id, at).await?;
         } else {
             sqlx::query("UPDATE calls SET end_reason = COALESCE(end_reason, $2) WHERE id = $1")
                 .bind(id)

@@ -19,6 +19,7 @@
 mod calls;
 mod instances;
 pub mod model;
+mod outbox;
 mod tokens;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use instances::OrphanedCall;
+pub use outbox::{PostCallDelivery, PostCallState};
 pub use model::{
     CallFilter, CallRecord, CallStatus, NewCall, ParseCallStatusError, StatusChange, ToolEvent,
     TranscriptLine,
@@ -142,6 +144,8 @@ pub struct CallStore {
     /// by it, and its heartbeat is this id's. `None` for a handle that belongs to no running
     /// server (tools, tests); its records have no owner.
     instance: Option<Arc<str>>,
+    /// Queue a post-call webhook delivery with each call's final status (see `outbox`).
+    post_call_outbox: bool,
 }
 
 impl CallStore {
@@ -216,6 +220,7 @@ impl CallStore {
             pool,
             backend,
             instance: None,
+            post_call_outbox: false,
         })
     }
 
