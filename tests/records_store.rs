@@ -1193,3 +1193,233 @@ mod instances {
         plain.close().await;
     }
 }
+
+/// The post-call webhook's outbox (its store side), on both backends.
+mod post_call_outbox {
+    use super::*;
+
+    /// Deliveries wait for a record unchanged this long.
+    const SETTLE: Duration = Duration::from_millis(200);
+    /// Longer than [`SETTLE`].
+    const QUIET: Duration = Duration::from_millis(300);
+    /// A lease no test outlives.
+    const LONG_LEASE: Duration = Duration::from_secs(3600);
+
+    on_both_backends!(
+        the_first_final_status_queues_one_delivery,
+        a_delivery_waits_until_the_record_stops_changing,
+        one_instance_alone_claims_a_delivery_until_its_lease_runs_out,
+        a_failed_attempt_waits_for_its_retry_and_a_delivered_record_is_never_claimed_again,
+        queued_deliveries_survive_restart,
+    );
+
+    async fn open_with_outbox(url: &str) -> CallStore {
+        open(url).await.with_post_call_outbox()
+    }
+
+    async fn claim(store: &CallStore, owner: &str, lease: Duration) -> Vec<String> {
+        store
+            .claim_post_calls(owner, lease, SETTLE, 100)
+            .await
+            .expect("claim")
+            .into_iter()
+            .map(|delivery| delivery.call_id)
+            .collect()
+    }
+
+    async fn the_first_final_status_queues_one_delivery(url: String) {
+        let store = open_with_outbox(&url).await;
+        let without = open(&url).await;
+        let completed = store.create(new_call(None)).await.expect("create").id;
+        let failed = store.create(new_call(None)).await.expect("create").id;
+        let untracked = without.create(new_call(None)).await.expect("create").id;
+
+        store
+            .record_status(&completed, CallStatus::InProgress)
+            .await
+            .expect("status");
+        assert_eq!(store.post_call_state(&completed).await.expect("state"), None);
+        store
+            .record_status(&completed, CallStatus::Completed)
+            .await
+            .expect("status");
+        // A late machine verdict replaces `completed` but queues nothing more.
+        store
+            .record_status(&completed, CallStatus::Machine)
+            .await
+            .expect("status");
+        store.fail(&failed, "no route").await.expect("fail");
+        store.fail(&failed, "again").await.expect("fail");
+        without
+            .record_status(&untracked, CallStatus::Completed)
+            .await
+            .expect("status");
+
+        for id in [&completed, &failed] {
+            let state = store.post_call_state(id).await.expect("state");
+            let state = state.expect("a delivery is queued");
+            assert_eq!(state.attempts, 0);
+            assert_eq!(state.delivered_ms, None);
+        }
+        assert_eq!(
+            store.post_call_state(&untracked).await.expect("state"),
+            None,
+            "a store without the outbox queues nothing"
+        );
+        tokio::time::sleep(QUIET).await;
+        let mut claimed = claim(&store, "i-a", LONG_LEASE).await;
+        claimed.sort();
+        let mut expected = vec![completed.clone(), failed.clone()];
+        expected.sort();
+        assert_eq!(claimed, expected, "one delivery per ended call");
+        store.close().await;
+    }
+
+    async fn a_delivery_waits_until_the_record_stops_changing(url: String) {
+        let store = open_with_outbox(&url).await;
+        let id = store.create(new_call(None)).await.expect("create").id;
+        store
+            .record_status(&id, CallStatus::Completed)
+            .await
+            .expect("status");
+        assert!(claim(&store, "i-a", LONG_LEASE).await.is_empty(), "too soon");
+
+        // The bridge's last transcript line, written after the provider's `completed`, once
+        // that alone would have let the delivery go.
+        tokio::time::sleep(QUIET).await;
+        store
+            .append_transcript(&id, "agent", "Goodbye!")
+            .await
+            .expect("transcript");
+        assert!(
+            claim(&store, "i-a", LONG_LEASE).await.is_empty(),
+            "the transcript write pushed the delivery back"
+        );
+        tokio::time::sleep(QUIET).await;
+        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [id.clone()]);
+        let state = store.post_call_state(&id).await.expect("state").expect("queued");
+        assert_eq!(state.attempts, 1);
+        store.close().await;
+    }
+
+    async fn one_instance_alone_claims_a_delivery_until_its_lease_runs_out(url: String) {
+        let store = open_with_outbox(&url).await;
+        let id = store.create(new_call(None)).await.expect("create").id;
+        store
+            .record_status(&id, CallStatus::Completed)
+            .await
+            .expect("status");
+        tokio::time::sleep(QUIET).await;
+
+        let short = Duration::from_millis(300);
+        let claims = (0..20).map(|n| {
+            let store = store.clone();
+            async move { claim(&store, &format!("i-{n}"), short).await }
+        });
+        let claimed: Vec<String> = futures_util::future::join_all(claims)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(claimed, [id.clone()], "20 racing instances, one claim");
+        assert!(claim(&store, "i-late", short).await.is_empty(), "leased");
+
+        // Its instance died mid-attempt: once the lease is over, another takes it over.
+        tokio::time::sleep(short + Duration::from_millis(100)).await;
+        let taken_over = store
+            .claim_post_calls("i-late", short, SETTLE, 100)
+            .await
+            .expect("claim");
+        assert_eq!(taken_over.len(), 1);
+        assert_eq!(taken_over[0].attempt, 2);
+        store.close().await;
+    }
+
+    async fn a_failed_attempt_waits_for_its_retry_and_a_delivered_record_is_never_claimed_again(
+        url: String,
+    ) {
+        let store = open_with_outbox(&url).await;
+        let id = store.create(new_call(None)).await.expect("create").id;
+        store
+            .record_status(&id, CallStatus::Completed)
+            .await
+            .expect("status");
+        tokio::time::sleep(QUIET).await;
+        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [id.clone()]);
+
+        let retry_in = Duration::from_millis(300);
+        // Only the lease holder's verdict counts.
+        store
+            .retry_post_call(&id, "i-other", Duration::ZERO, "not mine")
+            .await
+            .expect("retry");
+        assert!(claim(&store, "i-b", LONG_LEASE).await.is_empty());
+        store
+            .retry_post_call(&id, "i-a", retry_in, "the receiver answered 500")
+            .await
+            .expect("retry");
+        let state = store.post_call_state(&id).await.expect("state").expect("queued");
+        assert_eq!(state.last_error.as_deref(), Some("the receiver answered 500"));
+        assert!(claim(&store, "i-b", LONG_LEASE).await.is_empty(), "not due yet");
+        tokio::time::sleep(retry_in + Duration::from_millis(100)).await;
+        let again = store
+            .claim_post_calls("i-b", LONG_LEASE, SETTLE, 100)
+            .await
+            .expect("claim");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempt, 2);
+
+        store.mark_post_call_delivered(&id).await.expect("delivered");
+        let state = store.post_call_state(&id).await.expect("state").expect("queued");
+        assert!(state.delivered_ms.is_some());
+        assert_eq!(state.last_error, None);
+        // A stale instance's late verdict and a late final status change nothing.
+        store
+            .retry_post_call(&id, "i-b", Duration::ZERO, "late")
+            .await
+            .expect("retry");
+        store
+            .record_status(&id, CallStatus::Machine)
+            .await
+            .expect("status");
+        tokio::time::sleep(QUIET).await;
+        assert!(claim(&store, "i-c", LONG_LEASE).await.is_empty(), "sent once");
+
+        // Giving up settles a row too.
+        let other = store.create(new_call(None)).await.expect("create").id;
+        store.fail(&other, "no route").await.expect("fail");
+        tokio::time::sleep(QUIET).await;
+        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [other.clone()]);
+        store
+            .give_up_post_call(&other, "i-a", "no answer within 10000 ms")
+            .await
+            .expect("give up");
+        let state = store.post_call_state(&other).await.expect("state").expect("queued");
+        assert!(state.gave_up_ms.is_some() && state.delivered_ms.is_none());
+        assert!(claim(&store, "i-a", Duration::ZERO).await.is_empty());
+        store.close().await;
+    }
+
+    async fn queued_deliveries_survive_restart(url: String) {
+        let first = open_with_outbox(&url).await;
+        let id = first.create(new_call(None)).await.expect("create").id;
+        first
+            .record_status(&id, CallStatus::Completed)
+            .await
+            .expect("status");
+        tokio::time::sleep(QUIET).await;
+        assert_eq!(claim(&first, "i-first", LONG_LEASE).await, [id.clone()]);
+        // Stopping before the attempt started hands the row back, uncounted.
+        first.release_post_call(&id, "i-first").await.expect("release");
+        first.close().await;
+
+        let second = open_with_outbox(&url).await;
+        let claimed = second
+            .claim_post_calls("i-second", LONG_LEASE, SETTLE, 100)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].call_id.as_str(), claimed[0].attempt), (id.as_str(), 1));
+        second.close().await;
+    }
+}
