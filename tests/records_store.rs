@@ -1238,7 +1238,10 @@ mod post_call_outbox {
             .record_status(&completed, CallStatus::InProgress)
             .await
             .expect("status");
-        assert_eq!(store.post_call_state(&completed).await.expect("state"), None);
+        assert_eq!(
+            store.post_call_state(&completed).await.expect("state"),
+            None
+        );
         store
             .record_status(&completed, CallStatus::Completed)
             .await
@@ -1282,7 +1285,10 @@ mod post_call_outbox {
             .record_status(&id, CallStatus::Completed)
             .await
             .expect("status");
-        assert!(claim(&store, "i-a", LONG_LEASE).await.is_empty(), "too soon");
+        assert!(
+            claim(&store, "i-a", LONG_LEASE).await.is_empty(),
+            "too soon"
+        );
 
         // The bridge's last transcript line, written after the provider's `completed`, once
         // that alone would have let the delivery go.
@@ -1296,8 +1302,12 @@ mod post_call_outbox {
             "the transcript write pushed the delivery back"
         );
         tokio::time::sleep(QUIET).await;
-        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [id.clone()]);
-        let state = store.post_call_state(&id).await.expect("state").expect("queued");
+        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [id.as_str()]);
+        let state = store
+            .post_call_state(&id)
+            .await
+            .expect("state")
+            .expect("queued");
         assert_eq!(state.attempts, 1);
         store.close().await;
     }
@@ -1321,7 +1331,7 @@ mod post_call_outbox {
             .into_iter()
             .flatten()
             .collect();
-        assert_eq!(claimed, [id.clone()], "20 racing instances, one claim");
+        assert_eq!(claimed, [id.as_str()], "20 racing instances, one claim");
         assert!(claim(&store, "i-late", short).await.is_empty(), "leased");
 
         // Its instance died mid-attempt: once the lease is over, another takes it over.
@@ -1345,7 +1355,7 @@ mod post_call_outbox {
             .await
             .expect("status");
         tokio::time::sleep(QUIET).await;
-        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [id.clone()]);
+        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [id.as_str()]);
 
         let retry_in = Duration::from_millis(300);
         // Only the lease holder's verdict counts.
@@ -1358,9 +1368,19 @@ mod post_call_outbox {
             .retry_post_call(&id, "i-a", retry_in, "the receiver answered 500")
             .await
             .expect("retry");
-        let state = store.post_call_state(&id).await.expect("state").expect("queued");
-        assert_eq!(state.last_error.as_deref(), Some("the receiver answered 500"));
-        assert!(claim(&store, "i-b", LONG_LEASE).await.is_empty(), "not due yet");
+        let state = store
+            .post_call_state(&id)
+            .await
+            .expect("state")
+            .expect("queued");
+        assert_eq!(
+            state.last_error.as_deref(),
+            Some("the receiver answered 500")
+        );
+        assert!(
+            claim(&store, "i-b", LONG_LEASE).await.is_empty(),
+            "not due yet"
+        );
         tokio::time::sleep(retry_in + Duration::from_millis(100)).await;
         let again = store
             .claim_post_calls("i-b", LONG_LEASE, SETTLE, 100)
@@ -1369,8 +1389,15 @@ mod post_call_outbox {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempt, 2);
 
-        store.mark_post_call_delivered(&id).await.expect("delivered");
-        let state = store.post_call_state(&id).await.expect("state").expect("queued");
+        store
+            .mark_post_call_delivered(&id)
+            .await
+            .expect("delivered");
+        let state = store
+            .post_call_state(&id)
+            .await
+            .expect("state")
+            .expect("queued");
         assert!(state.delivered_ms.is_some());
         assert_eq!(state.last_error, None);
         // A stale instance's late verdict and a late final status change nothing.
@@ -1383,18 +1410,25 @@ mod post_call_outbox {
             .await
             .expect("status");
         tokio::time::sleep(QUIET).await;
-        assert!(claim(&store, "i-c", LONG_LEASE).await.is_empty(), "sent once");
+        assert!(
+            claim(&store, "i-c", LONG_LEASE).await.is_empty(),
+            "sent once"
+        );
 
         // Giving up settles a row too.
         let other = store.create(new_call(None)).await.expect("create").id;
         store.fail(&other, "no route").await.expect("fail");
         tokio::time::sleep(QUIET).await;
-        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [other.clone()]);
+        assert_eq!(claim(&store, "i-a", LONG_LEASE).await, [other.as_str()]);
         store
             .give_up_post_call(&other, "i-a", "no answer within 10000 ms")
             .await
             .expect("give up");
-        let state = store.post_call_state(&other).await.expect("state").expect("queued");
+        let state = store
+            .post_call_state(&other)
+            .await
+            .expect("state")
+            .expect("queued");
         assert!(state.gave_up_ms.is_some() && state.delivered_ms.is_none());
         assert!(claim(&store, "i-a", Duration::ZERO).await.is_empty());
         store.close().await;
@@ -1408,9 +1442,12 @@ mod post_call_outbox {
             .await
             .expect("status");
         tokio::time::sleep(QUIET).await;
-        assert_eq!(claim(&first, "i-first", LONG_LEASE).await, [id.clone()]);
+        assert_eq!(claim(&first, "i-first", LONG_LEASE).await, [id.as_str()]);
         // Stopping before the attempt started hands the row back, uncounted.
-        first.release_post_call(&id, "i-first").await.expect("release");
+        first
+            .release_post_call(&id, "i-first")
+            .await
+            .expect("release");
         first.close().await;
 
         let second = open_with_outbox(&url).await;
@@ -1419,7 +1456,10 @@ mod post_call_outbox {
             .await
             .expect("claim");
         assert_eq!(claimed.len(), 1);
-        assert_eq!((claimed[0].call_id.as_str(), claimed[0].attempt), (id.as_str(), 1));
+        assert_eq!(
+            (claimed[0].call_id.as_str(), claimed[0].attempt),
+            (id.as_str(), 1)
+        );
         second.close().await;
     }
 }

@@ -162,8 +162,8 @@ impl Settings {
 /// `t=<timestamp>,v1=<lowercase hex HMAC-SHA256 of "<timestamp>.<body>">`. Signing the time
 /// with the body lets a receiver refuse replays of an old delivery.
 pub fn signature_header(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret)
-        .expect("HMAC-SHA256 takes keys of any length");
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC-SHA256 takes keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -238,7 +238,12 @@ impl Worker {
     async fn pass(&self) -> Result<(), StoreError> {
         let claimed = self
             .store
-            .claim_post_calls(&self.owner, self.settings.lease, self.settings.settle, BATCH)
+            .claim_post_calls(
+                &self.owner,
+                self.settings.lease,
+                self.settings.settle,
+                BATCH,
+            )
             .await?;
         futures_util::stream::iter(claimed)
             .for_each_concurrent(IN_FLIGHT, |delivery| async move {
@@ -311,17 +316,25 @@ impl Worker {
                 self.settings.request_timeout.as_millis()
             )),
             // Without the URL: it may carry a token of the receiver's.
-            Err(error) => Outcome::Failed(format!("cannot reach the receiver: {}", error.without_url())),
+            Err(error) => Outcome::Failed(format!(
+                "cannot reach the receiver: {}",
+                error.without_url()
+            )),
         }
     }
 
     /// Schedules the next attempt, or gives up once the retry window is spent.
-    async fn after_failure(&self, delivery: &PostCallDelivery, error: &str) -> Result<(), StoreError> {
+    async fn after_failure(
+        &self,
+        delivery: &PostCallDelivery,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let call_id = delivery.call_id.as_str();
         let backoff = &self.settings.backoff;
         let retry_in = with_jitter(backoff.delay_after(delivery.attempt));
         let since_end_ms = unix_millis().saturating_sub(delivery.enqueued_ms);
-        let next_since_end = Duration::from_millis(u64::try_from(since_end_ms).unwrap_or(0)) + retry_in;
+        let next_since_end =
+            Duration::from_millis(u64::try_from(since_end_ms).unwrap_or(0)) + retry_in;
         if next_since_end > backoff.retry_for {
             tracing::error!(
                 call_id,
@@ -330,7 +343,10 @@ impl Worker {
                 url = %self.shown_url,
                 "post-call webhook: giving up on this call's record; no attempt succeeded within the retry window"
             );
-            return self.store.give_up_post_call(call_id, &self.owner, error).await;
+            return self
+                .store
+                .give_up_post_call(call_id, &self.owner, error)
+                .await;
         }
         tracing::warn!(
             call_id,
@@ -405,7 +421,11 @@ mod tests {
         let secs: Vec<u64> = (1..=9).map(|n| backoff.delay_after(n).as_secs()).collect();
         assert_eq!(secs, [10, 20, 40, 80, 160, 320, 600, 600, 600]);
         assert_eq!(backoff.delay_after(u32::MAX), Duration::from_secs(600));
-        let offsets: Vec<u64> = backoff.attempt_offsets().iter().map(Duration::as_secs).collect();
+        let offsets: Vec<u64> = backoff
+            .attempt_offsets()
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
         assert_eq!(
             offsets,
             [0, 10, 30, 70, 150, 310, 630, 1230, 1830, 2430, 3030]

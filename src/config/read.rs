@@ -228,13 +228,17 @@ pub(super) fn post_call_webhook<F: Fn(&str) -> Option<String>>(
         (None, Some(_)) => {
             return Err(ConfigError::new(
                 URL,
-                format!("missing while {SECRET} is set; put the URL that receives each call's final record"),
+                format!(
+                    "missing while {SECRET} is set; put the URL that receives each call's final record"
+                ),
             ));
         }
         (Some(_), None) => {
             return Err(ConfigError::new(
                 SECRET,
-                format!("missing while {URL} is set; put a random string of at least {MIN_WEBHOOK_SECRET_LEN} characters (e.g. `openssl rand -hex 32`) that the receiver checks signatures with"),
+                format!(
+                    "missing while {URL} is set; put a random string of at least {MIN_WEBHOOK_SECRET_LEN} characters (e.g. `openssl rand -hex 32`) that the receiver checks signatures with"
+                ),
             ));
         }
         (Some(url), Some(secret)) => (url, secret),
@@ -251,7 +255,9 @@ pub(super) fn post_call_webhook<F: Fn(&str) -> Option<String>>(
     if secret.chars().count() < MIN_WEBHOOK_SECRET_LEN {
         return Err(ConfigError::new(
             SECRET,
-            format!("too short; use at least {MIN_WEBHOOK_SECRET_LEN} random characters (e.g. `openssl rand -hex 32`)"),
+            format!(
+                "too short; use at least {MIN_WEBHOOK_SECRET_LEN} random characters (e.g. `openssl rand -hex 32`)"
+            ),
         ));
     }
     Ok(Some(PostCallWebhook {

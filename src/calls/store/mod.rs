@@ -32,11 +32,11 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use instances::OrphanedCall;
-pub use outbox::{PostCallDelivery, PostCallState};
 pub use model::{
     CallFilter, CallRecord, CallStatus, NewCall, ParseCallStatusError, StatusChange, ToolEvent,
     TranscriptLine,
 };
+pub use outbox::{PostCallDelivery, PostCallState};
 
 /// The embedded migrations (`migrations/` at the crate root).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

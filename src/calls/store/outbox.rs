@@ -209,7 +209,10 @@ impl CallStore {
     }
 
     /// Where call `call_id`'s delivery stands; `None` when none was queued.
-    pub async fn post_call_state(&self, call_id: &str) -> Result<Option<PostCallState>, StoreError> {
+    pub async fn post_call_state(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<PostCallState>, StoreError> {
         const OP: &str = "post_call_state";
         let row = sqlx::query(
             "SELECT attempts, last_error, delivered_ms, gave_up_ms, next_attempt_ms \
