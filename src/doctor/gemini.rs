@@ -181,8 +181,23 @@ async fn close(socket: &mut GeminiSocket) {
 fn explain(failure: &Failure, config: &GeminiConfig) -> String {
     let host = host_of(&config.live_url);
     match failure {
+        Failure::Connect(ConnectError::Refused {
+            status: status @ (401 | 403),
+            body,
+        }) if uses_cloud_credentials(config) => {
+            format!(
+                "Vertex AI refused the Google Cloud credentials (HTTP {status}: {}): give the service account (or your user) the role roles/aiplatform.user on the project, enable the Vertex AI API (aiplatform.googleapis.com), and check GOOGLE_CLOUD_PROJECT",
+                google_message(body)
+            )
+        }
         Failure::Connect(ConnectError::Refused { status, body }) => {
             refused(*status, &google_message(body), host)
+        }
+        Failure::Connect(ConnectError::Credentials(e)) => format!(
+            "{e}: Vertex AI cannot be reached without an access token; run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or give the Cloud Run service a service account"
+        ),
+        Failure::Connect(ConnectError::BadHeader(what)) => {
+            format!("{what} contains characters not allowed in an HTTP header; copy it again")
         }
         Failure::Connect(ConnectError::ClosedDuringSetup { code, reason }) => {
             closed(*code, reason, config, "instead of completing setup")
@@ -211,6 +226,16 @@ fn explain(failure: &Failure, config: &GeminiConfig) -> String {
             config.model
         ),
     }
+}
+
+/// Whether sessions are authorised by Google Cloud credentials (Vertex without a key).
+fn uses_cloud_credentials(config: &GeminiConfig) -> bool {
+    config.vertex().is_some_and(|vertex| {
+        matches!(
+            vertex.access,
+            crate::config::VertexAccess::Credentials { .. }
+        )
+    })
 }
 
 /// An HTTP refusal of the WebSocket upgrade.
@@ -305,6 +330,7 @@ mod tests {
             language: None,
             live_url: "wss://generativelanguage.googleapis.com/ws/x".into(),
             setup_timeout: Duration::from_secs(15),
+            backend: Default::default(),
         }
     }
 
