@@ -161,7 +161,7 @@ impl AccessTokens {
         self.provider
             .token(&[CLOUD_PLATFORM_SCOPE])
             .await
-            .map_err(|e| AuthError::Token(e.to_string()))
+            .map_err(|e| AuthError::Token(with_causes(&e)))
     }
 }
 
@@ -193,6 +193,18 @@ fn until_refresh(token: &gcp_auth::Token) -> Duration {
     let stale_in =
         Duration::from_millis(expires_in_ms.max(0) as u64).saturating_sub(CRATE_EXPIRY_MARGIN);
     stale_in + REFRESH_AFTER_MARGIN
+}
+
+/// An error and its causes on one line (`gcp_auth` keeps the endpoint's answer in a cause).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        line.push_str(": ");
+        line.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    line
 }
 
 fn read_credentials_json(path: &Path) -> Result<serde_json::Value, String> {
