@@ -80,6 +80,7 @@ async fn probe(
     limit: Duration,
 ) -> Result<Times, Failure> {
     let setup_limit = limit.min(config.setup_timeout);
+    load_google_credentials(config, setup_limit).await?;
     let started = Instant::now();
     let setup_deadline = started + setup_limit;
     let mut socket = tokio::time::timeout_at(setup_deadline, client::open(config))
@@ -110,6 +111,20 @@ async fn probe(
         setup: setup_time,
         first_audio,
     })
+}
+
+/// On Vertex with Google Cloud credentials, finds them and fetches a token as start-up does.
+async fn load_google_credentials(config: &GeminiConfig, limit: Duration) -> Result<(), Failure> {
+    let Some(crate::config::VertexAccess::Credentials {
+        key_file, tokens, ..
+    }) = config.vertex().map(|vertex| &vertex.access)
+    else {
+        return Ok(());
+    };
+    tokio::time::timeout(limit, tokens.load(key_file.as_deref()))
+        .await
+        .map_err(|_| Failure::SetupTimeout(limit))?
+        .map_err(|e| Failure::Connect(ConnectError::Credentials(e)))
 }
 
 /// Sends the text turn and reads until the first model audio, for at most `limit`.
@@ -367,5 +382,46 @@ mod tests {
             host_of("wss://generativelanguage.googleapis.com/ws/x"),
             "generativelanguage.googleapis.com"
         );
+    }
+
+    #[test]
+    fn vertex_credential_failures_name_their_fix() {
+        let token = explain(
+            &Failure::Connect(ConnectError::Credentials(
+                crate::gemini::auth::AuthError::Token("token request failed".into()),
+            )),
+            &config(),
+        );
+        assert!(
+            token.starts_with("cannot get a Google Cloud access token: token request failed"),
+            "{token}"
+        );
+        assert!(
+            token.contains("gcloud auth application-default login"),
+            "{token}"
+        );
+
+        let vertex = GeminiConfig {
+            api_key: Secret::new(""),
+            backend: crate::config::GeminiBackend::Vertex(crate::config::VertexConfig {
+                location: "us-central1".into(),
+                access: crate::config::VertexAccess::Credentials {
+                    project: "acme".into(),
+                    key_file: None,
+                    tokens: Default::default(),
+                },
+            }),
+            ..config()
+        };
+        let denied = explain(
+            &Failure::Connect(ConnectError::Refused {
+                status: 403,
+                body: r#"{"error":{"message":"Permission 'aiplatform.endpoints.predict' denied"}}"#
+                    .into(),
+            }),
+            &vertex,
+        );
+        assert!(denied.contains("roles/aiplatform.user"), "{denied}");
+        assert!(!denied.contains("GEMINI_API_KEY"), "{denied}");
     }
 }
