@@ -10,7 +10,7 @@ use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError};
-use crate::config::{AgentKind, Config, ConfigError};
+use crate::config::{AgentKind, Config, ConfigError, VertexAccess};
 use crate::prompts::Prompts;
 use crate::shutdown::Shutdown;
 use crate::signature::StreamTokens;
@@ -32,6 +32,11 @@ pub enum StartError {
         "cannot set up HTTPS for provider and tool requests ({0}); install the system's CA certificates (Debian: ca-certificates)"
     )]
     Tls(reqwest::Error),
+    /// `GEMINI_BACKEND=vertex` without a Google Cloud access token.
+    #[error(
+        "GEMINI_BACKEND=vertex: {0}; run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on Google Cloud with a service account"
+    )]
+    GoogleCredentials(#[from] crate::gemini::auth::AuthError),
 }
 
 /// State shared by every route and call.
@@ -105,6 +110,7 @@ impl App {
         let (recorder, _writer) = Recorder::spawn(store.clone());
         let tools = ToolBox::load(&config.tools)?;
         let fallback_clip = fallback_clip(&config)?;
+        load_google_credentials(&config).await?;
         // Designs the audio filters now rather than during the first call.
         let _ = (Uplink::new(), Downlink::new());
         let http = http_client(config.provider_timeout).map_err(StartError::Tls)?;
@@ -175,12 +181,42 @@ fn fallback_clip(config: &Config) -> Result<Clip, ConfigError> {
     }
 }
 
+/// Vertex with Google Cloud credentials: finds them and fetches the first token now, so a
+/// broken setup stops start-up instead of the first call.
+async fn load_google_credentials(config: &Config) -> Result<(), StartError> {
+    if let Some(gemini) = &config.gemini
+        && let Some(vertex) = gemini.vertex()
+        && let VertexAccess::Credentials {
+            key_file, tokens, ..
+        } = &vertex.access
+    {
+        tokens.load(key_file.as_deref()).await?;
+    }
+    Ok(())
+}
+
 /// The key stream tokens are signed with. Instances behind one load balancer share the
-/// Gemini key, so they accept each other's streams; echo mode has no key and makes one up.
+/// Gemini key, so they accept each other's streams; on Vertex with Google Cloud credentials
+/// there is no key, and the providers' auth tokens (shared the same way) stand in. Without
+/// either (echo mode) the process makes one up.
 fn stream_secret(config: &Config) -> Vec<u8> {
-    match &config.gemini {
-        Some(gemini) => gemini.api_key.expose().as_bytes().to_vec(),
-        None => uuid::Uuid::new_v4().as_bytes().to_vec(),
+    if let Some(gemini) = &config.gemini
+        && !gemini.api_key.expose().is_empty()
+    {
+        return gemini.api_key.expose().as_bytes().to_vec();
+    }
+    let provider_tokens: Vec<u8> = [
+        config.twilio.as_ref().map(|t| t.auth_token.expose()),
+        config.plivo.as_ref().map(|p| p.auth_token.expose()),
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|token| token.bytes().chain([0]))
+    .collect();
+    if provider_tokens.is_empty() {
+        uuid::Uuid::new_v4().as_bytes().to_vec()
+    } else {
+        provider_tokens
     }
 }
 

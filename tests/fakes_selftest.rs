@@ -1441,3 +1441,82 @@ async fn gemini_answer_text_speaks_once_per_text_turn() {
         "Hello?"
     );
 }
+
+// ---- The fake Gemini acting as Vertex AI ----
+
+/// Connects to the fake's Vertex URL with `Authorization: Bearer <bearer>`; the HTTP status
+/// of a refused upgrade, or the socket.
+async fn vertex_connect(url: &str, bearer: &str) -> Result<Client, u16> {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(response)) => Err(response.status().as_u16()),
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+#[tokio::test]
+async fn fake_gemini_as_vertex_checks_the_bearer_token_path_and_model() {
+    let fake = FakeGemini::start(Behaviour::Normal).await;
+    let mode = gemini::VertexMode {
+        live_tokens: Default::default(),
+        project: "acme".into(),
+        location: "us-central1".into(),
+    };
+    mode.live_tokens.lock().unwrap().insert("ya29.live".into());
+    fake.act_as_vertex(mode.clone());
+
+    // A token it never issued, or one that lapsed, is refused as Vertex refuses it.
+    assert_eq!(
+        vertex_connect(&fake.vertex_url(), "ya29.other").await.err(),
+        Some(401)
+    );
+    // The AI Studio path is not a Vertex endpoint.
+    assert_eq!(
+        vertex_connect(&fake.url(), "ya29.live").await.err(),
+        Some(404)
+    );
+
+    // An AI Studio model name is refused at setup.
+    let mut ws = vertex_connect(&fake.vertex_url(), "ya29.live")
+        .await
+        .unwrap();
+    send_text(&mut ws, setup_msg()).await;
+    let (code, reason) = next_close(&mut ws)
+        .await
+        .expect("a close instead of setupComplete");
+    assert_eq!(code, 1007);
+    assert_eq!(
+        reason,
+        "Invalid Vertex model resource: models/gemini-3.8-live"
+    );
+
+    // The full Vertex model path with a live token completes setup.
+    let mut ws = vertex_connect(&fake.vertex_url(), "ya29.live")
+        .await
+        .unwrap();
+    let model = "projects/acme/locations/us-central1/publishers/google/models/gemini-live-2.5-flash-native-audio";
+    send_text(
+        &mut ws,
+        json!({"setup": {"model": model, "generationConfig": {"responseModalities": ["AUDIO"]}}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await.unwrap().1,
+        json!({"setupComplete": {}})
+    );
+    let handshakes = fake.handshakes();
+    assert_eq!(
+        handshakes.last().unwrap().header("authorization"),
+        Some("Bearer ya29.live")
+    );
+
+    // Once the token lapses it is refused again.
+    mode.live_tokens.lock().unwrap().clear();
+    assert_eq!(
+        vertex_connect(&fake.vertex_url(), "ya29.live").await.err(),
+        Some(401)
+    );
+}

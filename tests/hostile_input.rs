@@ -23,6 +23,7 @@ fn live_machine(provider: &dyn Provider, start: &str) -> CallMachine {
         language: None,
         live_url: "ws://127.0.0.1:1".into(),
         setup_timeout: std::time::Duration::from_secs(1),
+        backend: Default::default(),
     };
     machine.handle_session_setup(SessionSetup::new(&config, "p".into()));
     machine.handle_gemini_ready(Instant::now());

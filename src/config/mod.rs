@@ -17,6 +17,11 @@ use vars::Vars;
 pub const DEFAULT_GEMINI_MODEL: &str = "gemini-3.8-live";
 /// The AI Studio v1beta BidiGenerateContent endpoint.
 pub const DEFAULT_GEMINI_LIVE_URL: &str = "wss://generativelanguage.googleapis.com/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+/// The Vertex AI location used when `GOOGLE_CLOUD_LOCATION` is unset.
+pub const DEFAULT_VERTEX_LOCATION: &str = "us-central1";
+/// Path of the Vertex AI Live endpoint on its host (v1beta1, what Google's SDK dials).
+const VERTEX_LIVE_PATH: &str =
+    "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent";
 
 /// A start-up configuration problem, phrased for the person editing `.env`.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +83,74 @@ impl AgentKind {
     }
 }
 
+/// Which Google service runs the Live sessions (`GEMINI_BACKEND`).
+#[derive(Debug, Clone, Default)]
+pub enum GeminiBackend {
+    /// Google AI Studio (the Gemini Developer API), authorised by `GEMINI_API_KEY`.
+    #[default]
+    AiStudio,
+    /// Vertex AI in a Google Cloud project.
+    Vertex(VertexConfig),
+}
+
+/// Where on Vertex AI sessions run and how they are authorised.
+#[derive(Debug, Clone)]
+pub struct VertexConfig {
+    /// `GOOGLE_CLOUD_LOCATION`: a region such as `us-central1`, or `global`.
+    pub location: String,
+    /// API key (express mode) or Google Cloud credentials.
+    pub access: VertexAccess,
+}
+
+/// How Vertex AI requests are authorised.
+#[derive(Debug, Clone)]
+pub enum VertexAccess {
+    /// Express mode: `GEMINI_API_KEY` holds a Vertex API key; no project is named.
+    ApiKey,
+    /// Application Default Credentials for `GOOGLE_CLOUD_PROJECT`.
+    Credentials {
+        /// `GOOGLE_CLOUD_PROJECT`.
+        project: String,
+        /// `GOOGLE_APPLICATION_CREDENTIALS`, when set: a service-account key file.
+        key_file: Option<PathBuf>,
+        /// The process's shared token source, loaded at start-up.
+        tokens: crate::gemini::auth::SharedCredentials,
+    },
+}
+
+impl VertexConfig {
+    /// The Live endpoint for this location: `{location}-aiplatform.googleapis.com`, or
+    /// `aiplatform.googleapis.com` for `global` and for express mode.
+    pub fn live_url(&self) -> String {
+        let host = match (&self.access, self.location.as_str()) {
+            (VertexAccess::ApiKey, _) | (_, "global") => "aiplatform.googleapis.com".to_owned(),
+            (_, region) => format!("{region}-aiplatform.googleapis.com"),
+        };
+        format!("wss://{host}{VERTEX_LIVE_PATH}")
+    }
+
+    /// The model's full resource name, as Vertex wants it in `setup.model`.
+    pub fn model_resource(&self, model: &str) -> String {
+        let id = model.strip_prefix("models/").unwrap_or(model);
+        if id.contains('/') {
+            // Already a resource name (`publishers/…` or `projects/…`): sent as given.
+            return id.to_owned();
+        }
+        match &self.access {
+            VertexAccess::ApiKey => format!("publishers/google/models/{id}"),
+            VertexAccess::Credentials { project, .. } => format!(
+                "projects/{project}/locations/{}/publishers/google/models/{id}",
+                self.location
+            ),
+        }
+    }
+}
+
 /// How to reach Gemini Live and what to ask of it.
 #[derive(Debug, Clone)]
 pub struct GeminiConfig {
-    /// API key, sent in the `x-goog-api-key` header only.
+    /// API key, sent in the `x-goog-api-key` header only; empty on Vertex with Google Cloud
+    /// credentials, which need none.
     pub api_key: Secret,
     /// Model id, without or with the `models/` prefix.
     pub model: String,
@@ -93,6 +162,27 @@ pub struct GeminiConfig {
     pub live_url: String,
     /// How long to wait for the WebSocket handshake and `setupComplete` together.
     pub setup_timeout: Duration,
+    /// AI Studio or Vertex AI.
+    pub backend: GeminiBackend,
+}
+
+impl GeminiConfig {
+    /// The model as `setup.model` names it: `models/<id>` on AI Studio, the full
+    /// publisher resource on Vertex.
+    pub fn model_resource(&self) -> String {
+        match &self.backend {
+            GeminiBackend::AiStudio => crate::gemini::protocol::model_resource(&self.model),
+            GeminiBackend::Vertex(vertex) => vertex.model_resource(&self.model),
+        }
+    }
+
+    /// The Vertex settings, when sessions run there.
+    pub fn vertex(&self) -> Option<&VertexConfig> {
+        match &self.backend {
+            GeminiBackend::Vertex(vertex) => Some(vertex),
+            GeminiBackend::AiStudio => None,
+        }
+    }
 }
 
 /// A Twilio account, present when its credentials are set.
@@ -361,6 +451,126 @@ mod tests {
             let err = config(&vars).unwrap_err();
             assert_eq!(err.var, *var, "{extra:?}");
         }
+    }
+
+    fn vertex(extra: &[(&str, &str)]) -> Result<GeminiConfig, ConfigError> {
+        let mut vars = vec![("GEMINI_BACKEND", "vertex"), ("PUBLIC_URL", "https://x.io")];
+        vars.extend_from_slice(extra);
+        Ok(config(&vars)?.gemini.expect("gemini"))
+    }
+
+    #[test]
+    fn vertex_with_a_project_uses_the_regional_endpoint_and_full_model_path() {
+        let g = vertex(&[("GOOGLE_CLOUD_PROJECT", "acme")]).unwrap();
+        assert_eq!(
+            g.live_url,
+            "wss://us-central1-aiplatform.googleapis.com/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"
+        );
+        assert_eq!(
+            g.model_resource(),
+            "projects/acme/locations/us-central1/publishers/google/models/gemini-3.8-live"
+        );
+        assert!(g.api_key.expose().is_empty());
+        let v = g.vertex().expect("vertex");
+        assert!(matches!(
+            &v.access,
+            VertexAccess::Credentials { key_file: None, .. }
+        ));
+
+        let eu = vertex(&[
+            ("GOOGLE_CLOUD_PROJECT", "acme"),
+            ("GOOGLE_CLOUD_LOCATION", "europe-west4"),
+            ("GEMINI_MODEL", "models/gemini-live-2.5-flash-native-audio"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/keys/sa.json"),
+        ])
+        .unwrap();
+        assert!(
+            eu.live_url
+                .starts_with("wss://europe-west4-aiplatform.googleapis.com/ws/")
+        );
+        assert_eq!(
+            eu.model_resource(),
+            "projects/acme/locations/europe-west4/publishers/google/models/gemini-live-2.5-flash-native-audio"
+        );
+        assert!(matches!(
+            &eu.vertex().unwrap().access,
+            VertexAccess::Credentials { key_file: Some(path), .. } if path == std::path::Path::new("/keys/sa.json")
+        ));
+    }
+
+    #[test]
+    fn vertex_global_and_express_mode_use_the_global_host() {
+        let global = vertex(&[
+            ("GOOGLE_CLOUD_PROJECT", "acme"),
+            ("GOOGLE_CLOUD_LOCATION", "global"),
+        ])
+        .unwrap();
+        assert!(global.live_url.starts_with(
+            "wss://aiplatform.googleapis.com/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/"
+        ));
+        assert_eq!(
+            global.model_resource(),
+            "projects/acme/locations/global/publishers/google/models/gemini-3.8-live"
+        );
+
+        let express = vertex(&[("GEMINI_API_KEY", "vertex-key")]).unwrap();
+        assert!(
+            express
+                .live_url
+                .starts_with("wss://aiplatform.googleapis.com/ws/")
+        );
+        assert_eq!(
+            express.model_resource(),
+            "publishers/google/models/gemini-3.8-live"
+        );
+        assert_eq!(express.api_key.expose(), "vertex-key");
+    }
+
+    #[test]
+    fn vertex_live_url_can_still_be_overridden() {
+        let g = vertex(&[
+            ("GOOGLE_CLOUD_PROJECT", "acme"),
+            ("GEMINI_LIVE_URL", "ws://127.0.0.1:9/vertex"),
+        ])
+        .unwrap();
+        assert_eq!(g.live_url, "ws://127.0.0.1:9/vertex");
+        assert!(g.model_resource().starts_with("projects/acme/"));
+    }
+
+    #[test]
+    fn vertex_mistakes_name_their_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "GOOGLE_CLOUD_PROJECT"),
+            (
+                &[("GOOGLE_CLOUD_PROJECT", "p"), ("GEMINI_API_KEY", "k")],
+                "GEMINI_API_KEY",
+            ),
+            (
+                &[
+                    ("GOOGLE_CLOUD_PROJECT", "p"),
+                    ("GOOGLE_CLOUD_LOCATION", "US Central"),
+                ],
+                "GOOGLE_CLOUD_LOCATION",
+            ),
+        ];
+        for (extra, var) in cases {
+            assert_eq!(vertex(extra).unwrap_err().var, *var, "{extra:?}");
+        }
+        let err = config(&[
+            ("GEMINI_BACKEND", "bard"),
+            ("GEMINI_API_KEY", "k"),
+            ("PUBLIC_URL", "https://x.io"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "GEMINI_BACKEND");
+        // Echo mode needs no Vertex project either.
+        let echo = config(&[
+            ("AGENT", "echo"),
+            ("GEMINI_BACKEND", "vertex"),
+            ("PUBLIC_URL", "https://x.io"),
+        ])
+        .unwrap();
+        assert!(echo.gemini.is_none());
     }
 
     #[test]

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use super::vars::Vars;
 use super::{
-    AgentKind, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL, GeminiConfig, Limits,
-    PlivoConfig, PostCallWebhook, Secret, ToolsConfig, TwilioConfig,
+    AgentKind, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL, DEFAULT_VERTEX_LOCATION,
+    GeminiBackend, GeminiConfig, Limits, PlivoConfig, PostCallWebhook, Secret, ToolsConfig,
+    TwilioConfig, VertexAccess, VertexConfig,
 };
 use crate::e164;
+use crate::gemini::auth::SharedCredentials;
 
 /// Calls admitted per CPU core when `MAX_CONCURRENT_CALLS` is unset. Measured: 300 calls on
 /// 2 cores cost 1.9 ms CPU per call-second (BENCHMARKS.md), about 30 % of the machine, with
@@ -38,17 +40,15 @@ pub(super) fn gemini<F: Fn(&str) -> Option<String>>(
     vars: &Vars<F>,
     agent: AgentKind,
 ) -> Result<Option<GeminiConfig>, ConfigError> {
-    let Some(key) = vars.get("GEMINI_API_KEY") else {
-        return match agent {
-            AgentKind::Gemini => Err(ConfigError::new(
-                "GEMINI_API_KEY",
-                "missing; put your Google AI Studio API key here (or set AGENT=echo to test a phone setup without one)",
-            )),
-            AgentKind::Echo => Ok(None),
-        };
+    let Some((api_key, backend)) = gemini_access(vars, agent)? else {
+        return Ok(None);
+    };
+    let default_url = match &backend {
+        GeminiBackend::AiStudio => DEFAULT_GEMINI_LIVE_URL.to_owned(),
+        GeminiBackend::Vertex(vertex) => vertex.live_url(),
     };
     Ok(Some(GeminiConfig {
-        api_key: Secret::new(key),
+        api_key,
         model: vars
             .get("GEMINI_MODEL")
             .unwrap_or_else(|| DEFAULT_GEMINI_MODEL.to_owned()),
@@ -58,11 +58,87 @@ pub(super) fn gemini<F: Fn(&str) -> Option<String>>(
         language: vars.get("GEMINI_LANGUAGE"),
         live_url: ws_url(
             "GEMINI_LIVE_URL",
-            vars.get("GEMINI_LIVE_URL")
-                .unwrap_or_else(|| DEFAULT_GEMINI_LIVE_URL.to_owned()),
+            vars.get("GEMINI_LIVE_URL").unwrap_or(default_url),
         )?,
         setup_timeout: Duration::from_secs(vars.number("GEMINI_SETUP_TIMEOUT_SECS", 15)?),
+        backend,
     }))
+}
+
+/// The backend and the key it uses (empty for Vertex with Google Cloud credentials), or
+/// `None` in echo mode when nothing names a way to reach Gemini.
+fn gemini_access<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+    agent: AgentKind,
+) -> Result<Option<(Secret, GeminiBackend)>, ConfigError> {
+    let key = vars.get("GEMINI_API_KEY");
+    match vars.get("GEMINI_BACKEND").as_deref() {
+        None | Some("ai_studio") => match key {
+            Some(key) => Ok(Some((Secret::new(key), GeminiBackend::AiStudio))),
+            None if agent == AgentKind::Echo => Ok(None),
+            None => Err(ConfigError::new(
+                "GEMINI_API_KEY",
+                "missing; put your Google AI Studio API key here (or set GEMINI_BACKEND=vertex to use Google Cloud credentials, or AGENT=echo to test a phone setup without one)",
+            )),
+        },
+        Some("vertex") => vertex_access(vars, agent, key),
+        Some(other) => Err(ConfigError::new(
+            "GEMINI_BACKEND",
+            format!("`{other}` is not a backend; use `ai_studio` or `vertex`"),
+        )),
+    }
+}
+
+fn vertex_access<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+    agent: AgentKind,
+    key: Option<String>,
+) -> Result<Option<(Secret, GeminiBackend)>, ConfigError> {
+    let location = vars
+        .get("GOOGLE_CLOUD_LOCATION")
+        .unwrap_or_else(|| DEFAULT_VERTEX_LOCATION.to_owned());
+    let well_formed = location
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !well_formed {
+        return Err(ConfigError::new(
+            "GOOGLE_CLOUD_LOCATION",
+            format!(
+                "`{location}` is not a Google Cloud location; use e.g. us-central1, europe-west4 or global"
+            ),
+        ));
+    }
+    let project = vars.get("GOOGLE_CLOUD_PROJECT");
+    let (api_key, access) = match (key, project) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "GEMINI_API_KEY",
+                "set together with GOOGLE_CLOUD_PROJECT; on Vertex use either an API key (express mode) or a project with Google Cloud credentials, not both",
+            ));
+        }
+        (Some(key), None) => (Secret::new(key), VertexAccess::ApiKey),
+        (None, Some(project)) => (
+            Secret::new(""),
+            VertexAccess::Credentials {
+                project,
+                key_file: vars
+                    .get("GOOGLE_APPLICATION_CREDENTIALS")
+                    .map(PathBuf::from),
+                tokens: SharedCredentials::default(),
+            },
+        ),
+        (None, None) if agent == AgentKind::Echo => return Ok(None),
+        (None, None) => {
+            return Err(ConfigError::new(
+                "GOOGLE_CLOUD_PROJECT",
+                "missing while GEMINI_BACKEND=vertex; put your Google Cloud project id here (or a Vertex API key in GEMINI_API_KEY for express mode)",
+            ));
+        }
+    };
+    Ok(Some((
+        api_key,
+        GeminiBackend::Vertex(VertexConfig { location, access }),
+    )))
 }
 
 pub(super) fn public_url<F: Fn(&str) -> Option<String>>(

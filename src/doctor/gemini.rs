@@ -80,6 +80,7 @@ async fn probe(
     limit: Duration,
 ) -> Result<Times, Failure> {
     let setup_limit = limit.min(config.setup_timeout);
+    load_google_credentials(config, setup_limit).await?;
     let started = Instant::now();
     let setup_deadline = started + setup_limit;
     let mut socket = tokio::time::timeout_at(setup_deadline, client::open(config))
@@ -110,6 +111,20 @@ async fn probe(
         setup: setup_time,
         first_audio,
     })
+}
+
+/// On Vertex with Google Cloud credentials, finds them and fetches a token as start-up does.
+async fn load_google_credentials(config: &GeminiConfig, limit: Duration) -> Result<(), Failure> {
+    let Some(crate::config::VertexAccess::Credentials {
+        key_file, tokens, ..
+    }) = config.vertex().map(|vertex| &vertex.access)
+    else {
+        return Ok(());
+    };
+    tokio::time::timeout(limit, tokens.load(key_file.as_deref()))
+        .await
+        .map_err(|_| Failure::SetupTimeout(limit))?
+        .map_err(|e| Failure::Connect(ConnectError::Credentials(e)))
 }
 
 /// Sends the text turn and reads until the first model audio, for at most `limit`.
@@ -181,8 +196,23 @@ async fn close(socket: &mut GeminiSocket) {
 fn explain(failure: &Failure, config: &GeminiConfig) -> String {
     let host = host_of(&config.live_url);
     match failure {
+        Failure::Connect(ConnectError::Refused {
+            status: status @ (401 | 403),
+            body,
+        }) if uses_cloud_credentials(config) => {
+            format!(
+                "Vertex AI refused the Google Cloud credentials (HTTP {status}: {}): give the service account (or your user) the role roles/aiplatform.user on the project, enable the Vertex AI API (aiplatform.googleapis.com), and check GOOGLE_CLOUD_PROJECT",
+                google_message(body)
+            )
+        }
         Failure::Connect(ConnectError::Refused { status, body }) => {
             refused(*status, &google_message(body), host)
+        }
+        Failure::Connect(ConnectError::Credentials(e)) => format!(
+            "{e}: Vertex AI cannot be reached without an access token; run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or give the Cloud Run service a service account"
+        ),
+        Failure::Connect(ConnectError::BadHeader(what)) => {
+            format!("{what} contains characters not allowed in an HTTP header; copy it again")
         }
         Failure::Connect(ConnectError::ClosedDuringSetup { code, reason }) => {
             closed(*code, reason, config, "instead of completing setup")
@@ -211,6 +241,16 @@ fn explain(failure: &Failure, config: &GeminiConfig) -> String {
             config.model
         ),
     }
+}
+
+/// Whether sessions are authorised by Google Cloud credentials (Vertex without a key).
+fn uses_cloud_credentials(config: &GeminiConfig) -> bool {
+    config.vertex().is_some_and(|vertex| {
+        matches!(
+            vertex.access,
+            crate::config::VertexAccess::Credentials { .. }
+        )
+    })
 }
 
 /// An HTTP refusal of the WebSocket upgrade.
@@ -305,6 +345,7 @@ mod tests {
             language: None,
             live_url: "wss://generativelanguage.googleapis.com/ws/x".into(),
             setup_timeout: Duration::from_secs(15),
+            backend: Default::default(),
         }
     }
 
@@ -341,5 +382,46 @@ mod tests {
             host_of("wss://generativelanguage.googleapis.com/ws/x"),
             "generativelanguage.googleapis.com"
         );
+    }
+
+    #[test]
+    fn vertex_credential_failures_name_their_fix() {
+        let token = explain(
+            &Failure::Connect(ConnectError::Credentials(
+                crate::gemini::auth::AuthError::Token("token request failed".into()),
+            )),
+            &config(),
+        );
+        assert!(
+            token.starts_with("cannot get a Google Cloud access token: token request failed"),
+            "{token}"
+        );
+        assert!(
+            token.contains("gcloud auth application-default login"),
+            "{token}"
+        );
+
+        let vertex = GeminiConfig {
+            api_key: Secret::new(""),
+            backend: crate::config::GeminiBackend::Vertex(crate::config::VertexConfig {
+                location: "us-central1".into(),
+                access: crate::config::VertexAccess::Credentials {
+                    project: "acme".into(),
+                    key_file: None,
+                    tokens: Default::default(),
+                },
+            }),
+            ..config()
+        };
+        let denied = explain(
+            &Failure::Connect(ConnectError::Refused {
+                status: 403,
+                body: r#"{"error":{"message":"Permission 'aiplatform.endpoints.predict' denied"}}"#
+                    .into(),
+            }),
+            &vertex,
+        );
+        assert!(denied.contains("roles/aiplatform.user"), "{denied}");
+        assert!(!denied.contains("GEMINI_API_KEY"), "{denied}");
     }
 }

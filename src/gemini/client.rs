@@ -1,5 +1,6 @@
-//! Opening a Live session: WebSocket handshake with the key in a header, `setup`, and the
-//! wait for `setupComplete`.
+//! Opening a Live session: WebSocket handshake with the key (AI Studio, Vertex express mode)
+//! or a Google Cloud access token (Vertex) in a header, `setup`, and the wait for
+//! `setupComplete`.
 
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::auth::AuthError;
 use super::protocol::ServerMessage;
-use crate::config::GeminiConfig;
+use crate::config::{GeminiConfig, VertexAccess};
 
 /// An open Live session's socket.
 pub type GeminiSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -45,6 +47,12 @@ pub enum ConnectError {
     /// No `setupComplete` in time.
     #[error("Gemini did not complete setup within {0:?}")]
     Timeout(Duration),
+    /// No Google Cloud access token for Vertex (the token endpoint failed or refused).
+    #[error("no Google Cloud access token for Vertex AI: {0}")]
+    Credentials(#[from] AuthError),
+    /// A key or token holds characters an HTTP header cannot carry.
+    #[error("{0} contains characters not allowed in an HTTP header")]
+    BadHeader(&'static str),
 }
 
 /// Connects to `config.live_url`, sends `setup_message` and waits for `setupComplete`,
@@ -71,12 +79,9 @@ async fn connect_inner(
 /// this and [`complete_setup`] are its two steps, for `doctor` to time each.
 pub async fn open(config: &GeminiConfig) -> Result<GeminiSocket, ConnectError> {
     let mut request = config.live_url.as_str().into_client_request()?;
-    let key = HeaderValue::from_str(config.api_key.expose()).map_err(|_| {
-        tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
-            "GEMINI_API_KEY contains characters not allowed in a header".into(),
-        ))
-    })?;
-    request.headers_mut().insert("x-goog-api-key", key);
+    for (name, value) in auth_headers(config).await? {
+        request.headers_mut().insert(name, value);
+    }
 
     let ws_config = WebSocketConfig::default()
         // Audio chunks are ~10–15 KiB; the 128 KiB default is zeroed before every read.
@@ -97,6 +102,42 @@ pub async fn open(config: &GeminiConfig) -> Result<GeminiSocket, ConnectError> {
             })
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The headers that authorise the session: `x-goog-api-key` for a key; on Vertex with
+/// Google Cloud credentials `Authorization: Bearer` with the shared cached token, and
+/// `x-goog-user-project` when the credentials name a project to bill.
+async fn auth_headers(
+    config: &GeminiConfig,
+) -> Result<Vec<(&'static str, HeaderValue)>, ConnectError> {
+    let header = |value: &str, what: &'static str| {
+        let mut value = HeaderValue::from_str(value).map_err(|_| ConnectError::BadHeader(what))?;
+        value.set_sensitive(true);
+        Ok::<_, ConnectError>(value)
+    };
+    match config.vertex().map(|vertex| &vertex.access) {
+        None | Some(VertexAccess::ApiKey) => Ok(vec![(
+            "x-goog-api-key",
+            header(config.api_key.expose(), "GEMINI_API_KEY")?,
+        )]),
+        Some(VertexAccess::Credentials { tokens, .. }) => {
+            let bearer = tokens.bearer().await?;
+            let mut headers = vec![(
+                "authorization",
+                header(
+                    &format!("Bearer {}", bearer.token.expose()),
+                    "the Google Cloud access token",
+                )?,
+            )];
+            if let Some(project) = &bearer.quota_project {
+                headers.push((
+                    "x-goog-user-project",
+                    header(project, "the credentials' quota_project_id")?,
+                ));
+            }
+            Ok(headers)
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The Gemini Live side: protocol types and the session client.
 
+pub mod auth;
 pub mod client;
 pub mod protocol;
 

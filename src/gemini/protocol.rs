@@ -37,7 +37,7 @@ impl SessionSetup {
     /// A setup for `config`'s model and voice with the given prompt.
     pub fn new(config: &GeminiConfig, system_instruction: String) -> Self {
         Self {
-            model: model_resource(&config.model),
+            model: config.model_resource(),
             voice: config.voice.clone(),
             language: config.language.clone(),
             system_instruction,
@@ -77,7 +77,7 @@ impl SessionSetup {
     /// Whether the model waits for tool results before going on, which is the default
     /// for 2.x and 3.1 models (3.8 defaults to non-blocking calls, protocol §2.5).
     pub fn tools_block(&self) -> bool {
-        self.model.contains("gemini-2") || self.model.contains("gemini-3.1")
+        is_gemini_2(&self.model) || model_id(&self.model).starts_with("gemini-3.1")
     }
 
     /// The message that makes the model greet the caller as soon as the call connects.
@@ -86,13 +86,25 @@ impl SessionSetup {
     pub fn greeting_message(&self) -> String {
         const CUE: &str =
             "[The phone call has just been connected. Greet the caller now, briefly.]";
-        if self.model.contains("gemini-2") {
+        if is_gemini_2(&self.model) {
             json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": CUE}]}], "turnComplete": true}})
                 .to_string()
         } else {
             json!({"realtimeInput": {"text": CUE}}).to_string()
         }
     }
+}
+
+/// The bare model id of `models/<id>`, a Vertex publisher resource, or a bare id.
+fn model_id(model: &str) -> &str {
+    model.rsplit('/').next().unwrap_or(model)
+}
+
+/// Whether the model is of the 2.x generation, whose setup and turn rules differ: AI Studio
+/// names them `gemini-2…`, Vertex also `gemini-live-2…` (`gemini-live-2.5-flash-native-audio`).
+pub fn is_gemini_2(model: &str) -> bool {
+    let id = model_id(model);
+    id.starts_with("gemini-2") || id.starts_with("gemini-live-2")
 }
 
 /// `models/<id>` unless the id already names a resource.
@@ -323,7 +335,61 @@ mod tests {
             language: Some("en-US".into()),
             live_url: "ws://x".into(),
             setup_timeout: Duration::from_secs(1),
+            backend: Default::default(),
         }
+    }
+
+    fn vertex_config(model: &str) -> GeminiConfig {
+        GeminiConfig {
+            backend: crate::config::GeminiBackend::Vertex(crate::config::VertexConfig {
+                location: "europe-west4".into(),
+                access: crate::config::VertexAccess::Credentials {
+                    project: "acme-voice".into(),
+                    key_file: None,
+                    tokens: Default::default(),
+                },
+            }),
+            ..config(model)
+        }
+    }
+
+    #[test]
+    fn vertex_setup_names_the_full_model_resource() {
+        let setup = SessionSetup::new(&vertex_config("gemini-3.8-live"), String::new());
+        let msg: Value = serde_json::from_str(&setup.to_message(None)).unwrap();
+        assert_eq!(
+            msg["setup"]["model"],
+            "projects/acme-voice/locations/europe-west4/publishers/google/models/gemini-3.8-live"
+        );
+        // The other setup fields are the same on Vertex (the SDK's Vertex converter passes
+        // generationConfig, transcription, resumption and compression through unchanged).
+        assert_eq!(
+            msg["setup"]["generationConfig"]["responseModalities"],
+            json!(["AUDIO"])
+        );
+        assert_eq!(
+            msg["setup"]["contextWindowCompression"],
+            json!({"slidingWindow": {}})
+        );
+    }
+
+    #[test]
+    fn vertex_2_5_model_ids_get_the_2_x_rules() {
+        let setup = SessionSetup::new(
+            &vertex_config("gemini-live-2.5-flash-native-audio"),
+            String::new(),
+        );
+        assert!(setup.model.starts_with("projects/acme-voice/"));
+        assert!(setup.greeting_message().starts_with("{\"clientContent\""));
+        assert!(setup.tools_block());
+        let new = SessionSetup::new(&vertex_config("gemini-3.8-live"), String::new());
+        assert!(new.greeting_message().starts_with("{\"realtimeInput\""));
+        assert!(!new.tools_block());
+        // A project or location containing "gemini-2" must not flip the rules.
+        assert!(!is_gemini_2(
+            "projects/gemini-2-lab/locations/x/publishers/google/models/gemini-3.8-live"
+        ));
+        assert!(is_gemini_2("models/gemini-2.5-flash-native-audio-latest"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 #[path = "gemini_schema.rs"]
 pub mod schema;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,54 @@ const SETUP_WAIT: Duration = Duration::from_secs(10);
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Capacity of a session's inbox; messages beyond it are counted in `dropped_inbound` and lost.
 const INBOX_CAPACITY: usize = 65_536;
+
+/// The path of the Vertex AI Live endpoint (v1beta1), which the fake demands in Vertex mode.
+pub const VERTEX_LIVE_PATH: &str =
+    "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent";
+
+/// What the fake demands of a connection when it acts as Vertex AI.
+#[derive(Clone, Debug, Default)]
+pub struct VertexMode {
+    /// Bearer tokens it accepts, shared with whoever issues them (a fake token server adds
+    /// each token it hands out and removes it when it lapses).
+    pub live_tokens: Arc<Mutex<HashSet<String>>>,
+    /// `setup.model` must be `projects/{project}/locations/{location}/publishers/google/models/…`.
+    pub project: String,
+    /// See `project`.
+    pub location: String,
+}
+
+impl VertexMode {
+    /// Why Vertex would refuse this upgrade (status), or `None` to accept it.
+    fn refuse_upgrade(&self, req: &Request) -> Option<u16> {
+        if req.uri().path() != VERTEX_LIVE_PATH {
+            return Some(404);
+        }
+        let bearer = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match bearer {
+            Some(token) if self.live_tokens.lock().unwrap().contains(token) => None,
+            _ => Some(401),
+        }
+    }
+
+    /// Why Vertex would refuse this setup (close 1007 reason), or `None`.
+    fn refuse_model(&self, setup: &Value) -> Option<String> {
+        let model = setup["model"].as_str().unwrap_or_default();
+        let prefix = format!(
+            "projects/{}/locations/{}/publishers/google/models/",
+            self.project, self.location
+        );
+        match model.strip_prefix(&prefix) {
+            Some(id) if !id.is_empty() && !id.contains('/') => None,
+            // Close reasons are cut at 123 bytes, so the reason stays short.
+            _ => Some(format!("Invalid Vertex model resource: {model}")),
+        }
+    }
+}
 
 /// What the fake does with each new connection (can be changed between connections).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +141,7 @@ impl Handshake {
 pub struct FakeGemini {
     addr: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
+    vertex: Arc<Mutex<Option<VertexMode>>>,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     sessions: mpsc::UnboundedReceiver<GeminiSession>,
     accept_task: JoinHandle<()>,
@@ -115,11 +164,13 @@ impl FakeGemini {
         let addr = listener.local_addr().expect("FakeGemini: local_addr");
         let behaviour = Arc::new(Mutex::new(behaviour));
         let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let vertex = Arc::new(Mutex::new(None));
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(());
         let accept_task = tokio::spawn(accept_loop(
             listener,
             behaviour.clone(),
+            vertex.clone(),
             handshakes.clone(),
             sessions_tx,
             shutdown_rx,
@@ -127,6 +178,7 @@ impl FakeGemini {
         FakeGemini {
             addr,
             behaviour,
+            vertex,
             handshakes,
             sessions,
             accept_task,
@@ -142,6 +194,18 @@ impl FakeGemini {
     /// The socket address the fake listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `ws://127.0.0.1:PORT/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent`.
+    pub fn vertex_url(&self) -> String {
+        format!("ws://{}{}", self.addr, VERTEX_LIVE_PATH)
+    }
+
+    /// Act as Vertex AI for connections accepted from now on: only [`VERTEX_LIVE_PATH`]
+    /// (else HTTP 404), only a live bearer token (else HTTP 401 UNAUTHENTICATED, as Vertex
+    /// answers), and only the full Vertex model path in `setup.model` (else close 1007).
+    pub fn act_as_vertex(&self, mode: VertexMode) {
+        *self.vertex.lock().unwrap() = Some(mode);
     }
 
     /// Change the behaviour for connections accepted from now on (e.g. reject, then accept).
@@ -559,6 +623,7 @@ fn http_error_body(status: u16) -> String {
 async fn accept_loop(
     listener: TcpListener,
     behaviour: Arc<Mutex<Behaviour>>,
+    vertex: Arc<Mutex<Option<VertexMode>>>,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     sessions_tx: mpsc::UnboundedSender<GeminiSession>,
     shutdown: watch::Receiver<()>,
@@ -568,9 +633,11 @@ async fn accept_loop(
             continue;
         };
         let b = behaviour.lock().unwrap().clone();
+        let v = vertex.lock().unwrap().clone();
         tokio::spawn(run_connection(
             stream,
             b,
+            v,
             handshakes.clone(),
             sessions_tx.clone(),
             shutdown.clone(),
@@ -621,6 +688,7 @@ fn parse_frame(m: &Message, shared: &Shared) -> Option<Value> {
 async fn run_connection(
     stream: TcpStream,
     behaviour: Behaviour,
+    vertex: Option<VertexMode>,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     sessions_tx: mpsc::UnboundedSender<GeminiSession>,
     mut shutdown: watch::Receiver<()>,
@@ -631,7 +699,9 @@ async fn run_connection(
         Behaviour::RejectHandshake(s) => Some(*s),
         _ => None,
     };
+    let vertex_cb = vertex.clone();
     let callback = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let reject = reject.or_else(|| vertex_cb.as_ref().and_then(|v| v.refuse_upgrade(req)));
         let hs = Handshake {
             uri: req.uri().to_string(),
             path: req.uri().path().to_string(),
@@ -685,7 +755,10 @@ async fn run_connection(
     let mut close_deadline: Option<Instant> = None;
     let mut setup_complete_sent = false;
     let tools_refusal = if setup_ok {
-        schema::check_setup_tools(&setup["setup"]).err()
+        vertex
+            .as_ref()
+            .and_then(|v| v.refuse_model(&setup["setup"]))
+            .or_else(|| schema::check_setup_tools(&setup["setup"]).err())
     } else {
         None
     };

@@ -31,6 +31,7 @@ fn setup() -> SessionSetup {
         language: None,
         live_url: "ws://127.0.0.1:1".into(),
         setup_timeout: Duration::from_secs(1),
+        backend: Default::default(),
     };
     SessionSetup::new(&config, "Be brief.".into())
 }
