@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -45,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(webhooks::transfer).post(webhooks::transfer),
         )
         .route("/{provider}/stream", get(stream))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::map_request(move |request: Request| async move {
             body_deadline::limit_body_time(request, body_timeout)
         }))
@@ -88,6 +89,51 @@ async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "uptime_seconds": app.uptime().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// Who may read `/metrics`: with `METRICS_TOKEN` set, holders of it; without, anyone who
+/// can reach a server bound to a loopback address, and nobody otherwise (the counts say how
+/// busy the line is and which tools run, not for the open internet).
+fn metrics_access(config: &crate::config::Config, headers: &HeaderMap) -> Result<(), Response> {
+    match &config.metrics_token {
+        Some(token) => {
+            let presented = api::bearer_token(headers);
+            if presented.is_some_and(|presented| api::same_secret(presented, token.expose())) {
+                return Ok(());
+            }
+            let mut refusal = (
+                StatusCode::UNAUTHORIZED,
+                "GET /metrics needs the METRICS_TOKEN bearer token (Authorization: Bearer <token>)",
+            )
+                .into_response();
+            refusal
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(refusal)
+        }
+        None if config.host.is_loopback() => Ok(()),
+        None => Err((
+            StatusCode::FORBIDDEN,
+            "GET /metrics is off: this server listens beyond loopback and METRICS_TOKEN is unset; set METRICS_TOKEN and scrape with it as a bearer token, or bind HOST to 127.0.0.1",
+        )
+            .into_response()),
+    }
+}
+
+/// `GET /metrics`: Prometheus metrics (OpenMetrics text), behind [`metrics_access`].
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = metrics_access(&app.config, &headers) {
+        return refusal;
+    }
+    app.metrics
+        .sample(app.admission.live(), app.recorder.queue_depth());
+    match app.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not encode the metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "could not encode the metrics").into_response()
+        }
+    }
 }
 
 /// The media-stream WebSocket: one call per connection.
