@@ -526,7 +526,7 @@ impl Collector for ProcessCollector {
         if let Some(seconds) = process.cpu_seconds_total {
             let counter = ConstCounter::new(seconds);
             let metric = encoder.encode_descriptor(
-                "process_cpu_seconds",
+                "process_cpu",
                 "Total user and system CPU time spent",
                 Some(&Unit::Seconds),
                 counter.metric_type(),
