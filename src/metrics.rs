@@ -41,9 +41,8 @@ const CALL_DURATION_BUCKETS: [f64; 10] = [
     10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1_200.0, 1_800.0, 3_600.0,
 ];
 /// Buckets (seconds) for tool calls: quick lookups to the slowest a tool may take.
-const TOOL_DURATION_BUCKETS: [f64; 11] = [
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const TOOL_DURATION_BUCKETS: [f64; 11] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Frames a call counts before it adds them to the registry: about five seconds of audio
 /// each way, so the totals stay current during long calls at a cost of one atomic add per
@@ -569,7 +568,8 @@ impl Collector for ProcessCollector {
         for (name, help, unit, value) in gauges {
             let Some(value) = value else { continue };
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            let metric = encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?;
+            let metric =
+                encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?;
             gauge.encode(metric)?;
         }
         Ok(())

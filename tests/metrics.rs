@@ -54,7 +54,10 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
             _ => None,
         })
         .collect();
-    assert!(found.len() <= 1, "{name} {labels:?} is ambiguous: {found:?}");
+    assert!(
+        found.len() <= 1,
+        "{name} {labels:?} is ambiguous: {found:?}"
+    );
     found.first().copied().unwrap_or(0.0)
 }
 
@@ -74,7 +77,10 @@ fn histogram_count(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 
         })
         .unwrap_or_else(|| panic!("histogram {name} {labels:?} is not exposed"));
     let count = value(scrape, &format!("{name}_count"), labels);
-    assert_eq!(from_buckets, count, "{name}: +Inf bucket and _count disagree");
+    assert_eq!(
+        from_buckets, count,
+        "{name}: +Inf bucket and _count disagree"
+    );
     count
 }
 
@@ -154,8 +160,7 @@ async fn a_scrape_counts_what_the_calls_did() {
     assert!(forged.wait_closed(WAIT).await);
 
     // A webhook without a signature is refused.
-    let (status, _) = post_unsigned(&server, "/twilio/status", &[("CallSid", "CAm1")])
-        .await;
+    let (status, _) = post_unsigned(&server, "/twilio/status", &[("CallSid", "CAm1")]).await;
     assert_eq!(status, 403);
 
     assert!(server.wait_active_calls(0, WAIT).await);
@@ -246,11 +251,27 @@ async fn a_scrape_counts_what_the_calls_did() {
             &[("direction", direction)],
         )
     };
-    assert!(frames("to_phone") >= 10.0, "to_phone {}", frames("to_phone"));
+    assert!(
+        frames("to_phone") >= 10.0,
+        "to_phone {}",
+        frames("to_phone")
+    );
     // Per stream: connected (Twilio) or not, start, stop.
-    assert!(frames("from_phone") >= 6.0, "from_phone {}", frames("from_phone"));
-    assert!(frames("from_gemini") >= 4.0, "from_gemini {}", frames("from_gemini"));
-    assert!(frames("to_gemini") >= 3.0, "to_gemini {}", frames("to_gemini"));
+    assert!(
+        frames("from_phone") >= 6.0,
+        "from_phone {}",
+        frames("from_phone")
+    );
+    assert!(
+        frames("from_gemini") >= 4.0,
+        "from_gemini {}",
+        frames("from_gemini")
+    );
+    assert!(
+        frames("to_gemini") >= 3.0,
+        "to_gemini {}",
+        frames("to_gemini")
+    );
     assert_eq!(value(&scrape, "gemini_phone_record_queue_depth", &[]), 0.0);
     assert!(value(&scrape, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(value(&scrape, "process_cpu_seconds_total", &[]) > 0.0);
@@ -270,12 +291,10 @@ async fn unsigned_and_unknown_provider_webhooks_are_counted_apart() {
     let gemini = FakeGemini::start(Behaviour::Normal).await;
     let server = server(&rest, &gemini, &[]).await;
     for _ in 0..2 {
-        let (status, _) = post_unsigned(&server, "/plivo/answer", &[("CallUUID", "x")])
-            .await;
+        let (status, _) = post_unsigned(&server, "/plivo/answer", &[("CallUUID", "x")]).await;
         assert_eq!(status, 403);
     }
-    let (status, _) = post_unsigned(&server, "/skype/answer", &[("CallSid", "x")])
-        .await;
+    let (status, _) = post_unsigned(&server, "/skype/answer", &[("CallSid", "x")]).await;
     assert_eq!(status, 404);
     let scrape = scrape(&server).await;
     let rejected = |provider, reason| {

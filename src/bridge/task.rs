@@ -547,9 +547,7 @@ impl CallTask {
             && self.machine.agent_has_spoken()
         {
             self.greeting_from = None;
-            self.app
-                .metrics
-                .observe_greeting_latency(started.elapsed());
+            self.app.metrics.observe_greeting_latency(started.elapsed());
         }
     }
 

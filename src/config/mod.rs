@@ -329,6 +329,7 @@ mod tests {
             (&[("MAX_CALL_SECONDS", "0")], "MAX_CALL_SECONDS"),
             (&[("BUILTIN_TOOLS", "end_call,fly")], "BUILTIN_TOOLS"),
             (&[("VERIFY_WEBHOOKS", "maybe")], "VERIFY_WEBHOOKS"),
+            (&[("METRICS_TOKEN", "two words")], "METRICS_TOKEN"),
             (&[("BUILTIN_TOOLS", "transfer_call")], "TRANSFER_NUMBER"),
             (&[("TRANSFER_NUMBER", "555")], "TRANSFER_NUMBER"),
             (
