@@ -11,6 +11,7 @@ use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError};
 use crate::config::{AgentKind, Config, ConfigError, VertexAccess};
+use crate::metrics::Metrics;
 use crate::prompts::Prompts;
 use crate::shutdown::Shutdown;
 use crate::signature::StreamTokens;
@@ -67,6 +68,8 @@ pub struct App {
     pub fallback_clip: Clip,
     /// This process's id among instances sharing the records database.
     pub instance_id: String,
+    /// Prometheus metrics, served at `/metrics`.
+    pub metrics: Metrics,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -150,6 +153,7 @@ impl App {
             providers,
             tools,
             http,
+            metrics: Metrics::new(),
             started: Instant::now(),
         })
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod doctor;
 pub mod e164;
 pub mod gemini;
+pub mod metrics;
 pub mod numbers;
 pub mod prompts;
 pub mod server;

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -45,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(webhooks::transfer).post(webhooks::transfer),
         )
         .route("/{provider}/stream", get(stream))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::map_request(move |request: Request| async move {
             body_deadline::limit_body_time(request, body_timeout)
         }))
@@ -88,6 +89,75 @@ async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "uptime_seconds": app.uptime().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// Why a `/metrics` request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricsRefusal {
+    /// `METRICS_TOKEN` is set and the request did not carry it.
+    NoToken,
+    /// No `METRICS_TOKEN`, and the server listens beyond loopback.
+    Off,
+}
+
+impl IntoResponse for MetricsRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            MetricsRefusal::NoToken => {
+                let mut response = (
+                    StatusCode::UNAUTHORIZED,
+                    "GET /metrics needs the METRICS_TOKEN bearer token (Authorization: Bearer <token>)",
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+            MetricsRefusal::Off => (
+                StatusCode::FORBIDDEN,
+                "GET /metrics is off: this server listens beyond loopback and METRICS_TOKEN is unset; set METRICS_TOKEN and scrape with it as a bearer token, or bind HOST to 127.0.0.1",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Who may read `/metrics`: with `METRICS_TOKEN` set, holders of it; without, anyone who
+/// can reach a server bound to a loopback address, and nobody otherwise (the counts say how
+/// busy the line is and which tools run, not for the open internet).
+fn metrics_access(
+    config: &crate::config::Config,
+    headers: &HeaderMap,
+) -> Result<(), MetricsRefusal> {
+    match &config.metrics_token {
+        Some(token) => api::bearer_token(headers)
+            .filter(|presented| api::same_secret(presented, token.expose()))
+            .map(|_| ())
+            .ok_or(MetricsRefusal::NoToken),
+        None if config.host.is_loopback() => Ok(()),
+        None => Err(MetricsRefusal::Off),
+    }
+}
+
+/// `GET /metrics`: Prometheus metrics (OpenMetrics text), behind [`metrics_access`].
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = metrics_access(&app.config, &headers) {
+        return refusal.into_response();
+    }
+    app.metrics
+        .sample(app.admission.live(), app.recorder.queue_depth());
+    match app.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not encode the metrics");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not encode the metrics",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The media-stream WebSocket: one call per connection.

@@ -13,6 +13,7 @@ use crate::admission::ANSWER_TO_START;
 use crate::app::App;
 use crate::calls::{CallRecord, CallStatus, NewCall};
 use crate::e164;
+use crate::metrics::WebhookRejection;
 use crate::signature::{StreamClaims, unix_now};
 use crate::telephony::{
     self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
@@ -30,6 +31,17 @@ pub enum Rejection {
     BadBody(String),
     /// The signature is missing or wrong.
     BadSignature,
+}
+
+impl Rejection {
+    /// The `reason` label this rejection is counted under.
+    fn metric_reason(&self) -> WebhookRejection {
+        match self {
+            Rejection::NoSuchProvider => WebhookRejection::NoSuchProvider,
+            Rejection::BadBody(_) => WebhookRejection::BadBody,
+            Rejection::BadSignature => WebhookRejection::BadSignature,
+        }
+    }
 }
 
 impl IntoResponse for Rejection {
@@ -67,28 +79,48 @@ impl FromRequest<Arc<App>> for Webhook {
             .split('/')
             .next()
             .unwrap_or_default();
-        let provider = telephony::provider_by_name(name).ok_or(Rejection::NoSuchProvider)?;
-        let body = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES)
+        let Some(provider) = telephony::provider_by_name(name) else {
+            // The path's own text would let anyone mint label values: count it as `unknown`.
+            app.metrics
+                .webhook_rejected("unknown", WebhookRejection::NoSuchProvider);
+            return Err(Rejection::NoSuchProvider);
+        };
+        read_webhook(provider, parts, body, app)
             .await
-            .map_err(|e| Rejection::BadBody(format!("unreadable body: {e}")))?;
-        let body_params = parse_body(&parts.headers, &body).map_err(Rejection::BadBody)?;
-        if let Some(secret) = app.providers.webhook_secret(provider.name()) {
-            // Signed over the URL the provider used, which is the public one, not ours.
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let url = format!("{}{path}", app.config.public_url);
-            if !provider.verify_webhook(secret.expose(), &url, &parts.headers, &body_params) {
-                tracing::warn!(provider = provider.name(), %path, "refused a webhook with a missing or wrong signature");
-                return Err(Rejection::BadSignature);
-            }
-        }
-        let mut params: HashMap<String, String> = parts
-            .uri
-            .query()
-            .and_then(|q| serde_urlencoded::from_str(q).ok())
-            .unwrap_or_default();
-        params.extend(body_params);
-        Ok(Self { provider, params })
+            .inspect_err(|rejection| {
+                app.metrics
+                    .webhook_rejected(provider.name(), rejection.metric_reason());
+            })
     }
+}
+
+/// Reads and checks the webhook `provider` sent.
+async fn read_webhook(
+    provider: &'static dyn Provider,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+    app: &App,
+) -> Result<Webhook, Rejection> {
+    let body = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES)
+        .await
+        .map_err(|e| Rejection::BadBody(format!("unreadable body: {e}")))?;
+    let body_params = parse_body(&parts.headers, &body).map_err(Rejection::BadBody)?;
+    if let Some(secret) = app.providers.webhook_secret(provider.name()) {
+        // Signed over the URL the provider used, which is the public one, not ours.
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("{}{path}", app.config.public_url);
+        if !provider.verify_webhook(secret.expose(), &url, &parts.headers, &body_params) {
+            tracing::warn!(provider = provider.name(), %path, "refused a webhook with a missing or wrong signature");
+            return Err(Rejection::BadSignature);
+        }
+    }
+    let mut params: HashMap<String, String> = parts
+        .uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    params.extend(body_params);
+    Ok(Webhook { provider, params })
 }
 
 /// Webhook bodies are form-encoded; Plivo may post JSON.

@@ -4,6 +4,7 @@
 //! tools — runs as a job whose result comes back as an input, so a slow database or
 //! provider never stops the audio.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ use crate::config::AgentKind;
 use crate::e164;
 use crate::gemini::protocol::FunctionCall;
 use crate::gemini::{self, ConnectError, GeminiSocket};
+use crate::metrics::{
+    CallOutcome, FRAME_FLUSH_EVERY, FrameCounts, ResumeReason, SessionOutcome, ToolOutcome,
+};
 use crate::telephony::Provider;
 use crate::tools::{Builtin, CallerInfo, Tool};
 
@@ -73,6 +77,13 @@ struct CallTask {
     connecting: Option<Connecting>,
     jobs: Jobs,
     call: Option<Admitted>,
+    /// Messages moved since they were last added to the metrics (plain integers: the
+    /// per-frame cost of metrics is one increment).
+    frames: FrameCounts,
+    /// When the stream started, until the agent's first audio reaches the phone.
+    greeting_from: Option<Instant>,
+    /// Tool calls not yet answered: the model's id → the tool's metric label and start.
+    tools_in_flight: HashMap<String, (String, Instant)>,
 }
 
 impl CallTask {
@@ -99,6 +110,9 @@ impl CallTask {
             connecting: None,
             jobs: Jobs::default(),
             call: None,
+            frames: FrameCounts::default(),
+            greeting_from: None,
+            tools_in_flight: HashMap::new(),
         }
     }
 
@@ -109,6 +123,9 @@ impl CallTask {
         let reason = loop {
             if let Some(reason) = self.carry_out().await {
                 break reason;
+            }
+            if self.frames.total() >= FRAME_FLUSH_EVERY {
+                self.app.metrics.add_frames(&mut self.frames);
             }
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
             tokio::select! {
@@ -133,7 +150,10 @@ impl CallTask {
 
     fn on_phone_frame(&mut self, frame: Option<Result<PhoneMessage, axum::Error>>) {
         match frame {
-            Some(Ok(PhoneMessage::Text(text))) => self.machine.handle_phone_text(&text),
+            Some(Ok(PhoneMessage::Text(text))) => {
+                self.frames.from_phone += 1;
+                self.machine.handle_phone_text(&text)
+            }
             Some(Ok(PhoneMessage::Binary(_))) => self.machine.handle_phone_binary(),
             Some(Ok(PhoneMessage::Close(_))) | None => {
                 self.phone_writable = false;
@@ -152,8 +172,12 @@ impl CallTask {
     ) {
         let now = Instant::now().into_std();
         match frame {
-            Some(Ok(GeminiMessage::Binary(bytes))) => self.machine.handle_gemini_frame(&bytes, now),
+            Some(Ok(GeminiMessage::Binary(bytes))) => {
+                self.frames.from_gemini += 1;
+                self.machine.handle_gemini_frame(&bytes, now)
+            }
             Some(Ok(GeminiMessage::Text(text))) => {
+                self.frames.from_gemini += 1;
                 self.machine.handle_gemini_frame(text.as_bytes(), now)
             }
             Some(Ok(GeminiMessage::Close(close))) => {
@@ -184,10 +208,12 @@ impl CallTask {
                 self.gemini_tx = Some(tx);
                 self.gemini_rx = Some(rx);
                 tracing::info!("Gemini session open");
+                self.app.metrics.gemini_session(SessionOutcome::Opened);
                 self.machine.handle_gemini_ready(now);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not open a Gemini session");
+                self.app.metrics.gemini_session(SessionOutcome::Failed);
                 self.machine.handle_gemini_failed(e.to_string(), now);
             }
         }
@@ -211,6 +237,9 @@ impl CallTask {
                 result: Ok(()),
             } => {
                 tracing::info!(%to, "call transferred");
+                if let TransferFor::Tool(id) = &purpose {
+                    self.tool_finished(id, ToolOutcome::Ok);
+                }
                 self.machine.finish(match purpose {
                     TransferFor::Tool(_) => EndReason::Transferred(to),
                     TransferFor::Fallback(cause) => EndReason::FellBack {
@@ -273,15 +302,22 @@ impl CallTask {
                     if self.phone_writable {
                         let sent = self.write_phone(PhoneMessage::Text(text.into())).await;
                         phone_dirty |= sent;
+                        if sent {
+                            self.frames.to_phone += 1;
+                            self.note_greeting();
+                        }
                     }
                 }
                 Output::Gemini(text) => {
                     if self.gemini_tx.is_some() {
-                        gemini_dirty |= self.write_gemini(Some(GeminiMessage::text(text))).await;
+                        let sent = self.write_gemini(Some(GeminiMessage::text(text))).await;
+                        gemini_dirty |= sent;
+                        self.frames.to_gemini += u64::from(sent);
                     }
                 }
                 Output::Started(start) => {
                     tracing::Span::current().record("call_id", start.call_id.as_str());
+                    self.greeting_from = Some(Instant::now());
                     self.jobs
                         .spawn(jobs::admit_stream(Arc::clone(&self.app), start));
                 }
@@ -310,6 +346,7 @@ impl CallTask {
                         if self.jobs.cancel_tool(&id) {
                             tracing::info!(%id, "tool call cancelled");
                         }
+                        self.tool_finished(&id, ToolOutcome::Cancelled);
                     }
                 }
                 Output::PlayedOut(action) => self.after_playout(action),
@@ -396,6 +433,13 @@ impl CallTask {
                 json!({"id": call.id, "args": call.args}),
             );
         }
+        // Only configured names become label values; the model's own text could be anything.
+        let label = match self.app.tools.find(&call.name) {
+            Some(_) => call.name.clone(),
+            None => "unknown".to_owned(),
+        };
+        self.tools_in_flight
+            .insert(call.id.clone(), (label, Instant::now()));
         let now = Instant::now().into_std();
         let arg = |key: &str| {
             call.args
@@ -474,6 +518,11 @@ impl CallTask {
         now: std::time::Instant,
     ) {
         tracing::info!(tool = %name, %id, %response, "tool answered");
+        let outcome = match response.get("error") {
+            Some(_) => ToolOutcome::Error,
+            None => ToolOutcome::Ok,
+        };
+        self.tool_finished(id, outcome);
         if let Some(record) = self.record() {
             self.app
                 .recorder
@@ -481,6 +530,52 @@ impl CallTask {
         }
         self.machine
             .handle_tool_result(id, name, response, scheduling, now);
+    }
+
+    /// Counts the tool call `id` as finished (once: later reports of it are ignored).
+    fn tool_finished(&mut self, id: &str, outcome: ToolOutcome) {
+        if let Some((tool, started)) = self.tools_in_flight.remove(id) {
+            self.app
+                .metrics
+                .tool_call(&tool, outcome, started.elapsed());
+        }
+    }
+
+    /// The first agent audio reached the phone: the caller has been greeted.
+    fn note_greeting(&mut self) {
+        if let Some(started) = self.greeting_from
+            && self.machine.agent_has_spoken()
+        {
+            self.greeting_from = None;
+            self.app.metrics.observe_greeting_latency(started.elapsed());
+        }
+    }
+
+    /// Adds what the call did to the metrics: its outcome and length, the frames and
+    /// resumptions it counted, and tool calls it left unanswered.
+    fn report_metrics(&mut self, reason: &EndReason) {
+        let metrics = &self.app.metrics;
+        metrics.add_frames(&mut self.frames);
+        let resumed = self.machine.resumptions();
+        metrics.gemini_resumed(ResumeReason::GoAway, resumed.go_away.into());
+        metrics.gemini_resumed(ResumeReason::ConnectionLost, resumed.connection_lost.into());
+        metrics.gemini_resumed(ResumeReason::Stalled, resumed.stalled.into());
+        for (_, (tool, started)) in self.tools_in_flight.drain() {
+            metrics.tool_call(&tool, ToolOutcome::Abandoned, started.elapsed());
+        }
+        let (direction, duration) = match &self.call {
+            Some(call) => (
+                call.caller.direction.as_str(),
+                Some(call.started_at.elapsed()),
+            ),
+            None => ("unknown", None),
+        };
+        metrics.call_ended(
+            self.provider.name(),
+            direction,
+            CallOutcome::from(reason),
+            duration,
+        );
     }
 
     /// The other party's number in E.164 (the callee of an outbound call), as the answer
@@ -551,6 +646,7 @@ impl CallTask {
 
     async fn shut_down(mut self, reason: &EndReason) {
         tracing::info!(%reason, dropped_caller_frames = self.machine.dropped_caller_frames(), "call ended");
+        self.report_metrics(reason);
         if let Some(call) = &self.call
             && let Some(id) = &call.record
         {

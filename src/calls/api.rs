@@ -191,7 +191,7 @@ impl FromRequestParts<Arc<App>> for Authorized {
 
 /// The credentials of an `Authorization: Bearer <token>` header. The scheme is matched
 /// without regard to case, as RFC 7235 (§2.1) says auth schemes are.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, credentials) = value.split_once(' ')?;
     scheme
@@ -201,7 +201,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares digests in constant time, so the time taken reveals neither the token's bytes
 /// nor its length.
-fn same_secret(presented: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(presented: &str, expected: &str) -> bool {
     let presented = Sha256::digest(presented.as_bytes());
     let expected = Sha256::digest(expected.as_bytes());
     bool::from(presented.ct_eq(&expected))

@@ -90,6 +90,11 @@ impl Recorder {
         }
     }
 
+    /// Updates queued and not yet written (read when metrics are scraped).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Waits until every update queued so far is written (before the process exits).
     pub async fn flush(&self) {
         let (done, written) = tokio::sync::oneshot::channel();

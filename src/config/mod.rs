@@ -244,6 +244,9 @@ pub struct Config {
     pub provider_timeout: Duration,
     /// Admission, time-outs and rate limits that protect the server.
     pub limits: Limits,
+    /// Bearer token for `GET /metrics` (`METRICS_TOKEN`); without one, metrics are served
+    /// only when `host` is a loopback address.
+    pub metrics_token: Option<Secret>,
     /// Point the configured numbers' webhooks at `PUBLIC_URL` at start-up.
     pub auto_configure_numbers: bool,
     /// WAV played to the caller when Gemini is unavailable (`None`: the built-in clip).
@@ -333,6 +336,7 @@ impl Config {
             provider_timeout: vars.seconds("PROVIDER_TIMEOUT_SECS", 15)?,
             verify_webhooks: vars.flag("VERIFY_WEBHOOKS", true)?,
             limits: read::limits(&vars)?,
+            metrics_token: read::metrics_token(&vars)?,
             auto_configure_numbers: vars.flag("AUTO_CONFIGURE_NUMBERS", false)?,
             fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
             post_call_webhook: read::post_call_webhook(&vars)?,
@@ -415,6 +419,7 @@ mod tests {
             (&[("MAX_CALL_SECONDS", "0")], "MAX_CALL_SECONDS"),
             (&[("BUILTIN_TOOLS", "end_call,fly")], "BUILTIN_TOOLS"),
             (&[("VERIFY_WEBHOOKS", "maybe")], "VERIFY_WEBHOOKS"),
+            (&[("METRICS_TOKEN", "two words")], "METRICS_TOKEN"),
             (&[("BUILTIN_TOOLS", "transfer_call")], "TRANSFER_NUMBER"),
             (&[("TRANSFER_NUMBER", "555")], "TRANSFER_NUMBER"),
             (

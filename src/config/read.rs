@@ -342,6 +342,22 @@ pub(super) fn post_call_webhook<F: Fn(&str) -> Option<String>>(
     }))
 }
 
+/// `METRICS_TOKEN`: unset means none; set, it must be something a scraper can send.
+pub(super) fn metrics_token<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<Secret>, ConfigError> {
+    match vars.get("METRICS_TOKEN") {
+        None => Ok(None),
+        Some(token) if token.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(ConfigError::new(
+                "METRICS_TOKEN",
+                "contains whitespace or control characters, which cannot travel in an Authorization header; use letters, digits and punctuation",
+            ))
+        }
+        Some(token) => Ok(Some(Secret::new(token))),
+    }
+}
+
 fn account<F: Fn(&str) -> Option<String>>(
     vars: &Vars<F>,
     id_var: &'static str,

@@ -28,14 +28,14 @@ use serde_json::Value;
 
 pub use caller::{INPUT_WINDOW, MAX_FRAME_BYTES};
 pub use playout::PLAYOUT_TIMEOUT;
-pub use session::{DEFAULT_STALL_TIMEOUT, MAX_RECONNECT_ATTEMPTS};
+pub use session::{DEFAULT_STALL_TIMEOUT, MAX_RECONNECT_ATTEMPTS, Resumptions};
 pub use timers::Timer;
 pub use types::{AfterPlayout, EndReason, Mode, Output, Speaker};
 
 use caller::{CallerAudio, Route, WindowVerdict};
 use outbox::Outbox;
 use playout::Playout;
-use session::{GO_AWAY_MARGIN, Session};
+use session::{GO_AWAY_MARGIN, ResumeCause, Session};
 use timers::Timers;
 use transcript::Transcript;
 
@@ -146,6 +146,17 @@ impl CallMachine {
     /// True while the agent's audio is being sent and has not finished or been cut off.
     pub fn agent_speaking(&self) -> bool {
         self.playout.speaking()
+    }
+
+    /// Live sessions resumed so far, by cause.
+    pub fn resumptions(&self) -> Resumptions {
+        self.session.resumptions
+    }
+
+    /// True once any agent audio has been queued for the phone in this call (the fallback
+    /// message and echoed audio are not the agent's).
+    pub fn agent_has_spoken(&self) -> bool {
+        self.playout.has_spoken()
     }
 
     /// Caller frames dropped so far for being oversized or over the real-time budget.
@@ -261,7 +272,7 @@ impl CallMachine {
         }
         if self.session.can_resume_after(code, &reason) {
             tracing::warn!(code, %reason, "Gemini connection lost; resuming the session");
-            self.resume();
+            self.resume(ResumeCause::ConnectionLost);
             return;
         }
         self.fail_gemini(EndReason::GeminiClosed { code, reason }, now);
@@ -327,7 +338,7 @@ impl CallMachine {
             self.timers
                 .set(Timer::GoAway, now + left.saturating_sub(GO_AWAY_MARGIN));
             if !self.playout.speaking() {
-                self.resume();
+                self.resume(ResumeCause::GoAway);
             }
         }
     }
@@ -422,7 +433,7 @@ impl CallMachine {
             }
             Timer::GoAway => {
                 if self.session.resume_wanted {
-                    self.resume();
+                    self.resume(ResumeCause::GoAway);
                 }
             }
             Timer::ResumeRetry => {
@@ -451,7 +462,7 @@ impl CallMachine {
                 "Gemini went quiet; resuming the session"
             );
             self.session.stall_resumed = true;
-            self.resume();
+            self.resume(ResumeCause::Stalled);
             return;
         }
         tracing::warn!("Gemini went quiet and cannot be resumed");
@@ -518,7 +529,7 @@ impl CallMachine {
             self.playout.finish_turn(&mut self.out);
             self.transcript.flush_both(&mut self.out);
             if self.session.resume_wanted {
-                self.resume();
+                self.resume(ResumeCause::GoAway);
             }
         }
     }
@@ -572,10 +583,11 @@ impl CallMachine {
     }
 
     /// Closes the live session and opens it again with the latest handle.
-    fn resume(&mut self) {
+    fn resume(&mut self, cause: ResumeCause) {
         if self.phase != Phase::Live {
             return;
         }
+        self.session.resumptions.count(cause);
         self.playout.cut(&mut self.out);
         self.timers.clear(Timer::GoAway);
         self.timers.clear(Timer::Stall);

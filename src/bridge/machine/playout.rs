@@ -30,6 +30,8 @@ pub struct Playout {
     after: Option<AfterPlayout>,
     mark_sent: bool,
     turns: u32,
+    /// Some model audio has arrived in this call.
+    has_spoken: bool,
 }
 
 impl Playout {
@@ -46,9 +48,15 @@ impl Playout {
     ) -> Result<(), base64::DecodeError> {
         protocol::decode_audio(base64, &mut self.pcm24k)?;
         self.speaking = true;
+        self.has_spoken = true;
         self.downlink.push(&self.pcm24k);
         self.drain_frames(out);
         Ok(())
+    }
+
+    /// True once the model has sent any audio in this call.
+    pub fn has_spoken(&self) -> bool {
+        self.has_spoken
     }
 
     /// Barge-in: nothing the model said before this may still reach the caller.

@@ -14,6 +14,40 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Default for `GEMINI_STALL_SECS`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// Why a live session was closed and resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeCause {
+    /// Gemini sent `goAway`.
+    GoAway,
+    /// The connection dropped or closed abnormally.
+    ConnectionLost,
+    /// The model went quiet when it owed an answer.
+    Stalled,
+}
+
+/// How many times the call's session was resumed, by cause (read by the task for metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resumptions {
+    /// After a `goAway`.
+    pub go_away: u32,
+    /// After a lost connection.
+    pub connection_lost: u32,
+    /// After the model stalled.
+    pub stalled: u32,
+}
+
+impl Resumptions {
+    /// Counts one resumption.
+    pub fn count(&mut self, cause: ResumeCause) {
+        let slot = match cause {
+            ResumeCause::GoAway => &mut self.go_away,
+            ResumeCause::ConnectionLost => &mut self.connection_lost,
+            ResumeCause::Stalled => &mut self.stalled,
+        };
+        *slot = slot.saturating_add(1);
+    }
+}
+
 /// What is known about the call's Gemini session across reconnections.
 #[derive(Debug)]
 pub struct Session {
@@ -29,6 +63,8 @@ pub struct Session {
     pub stall_resumed: bool,
     /// How long the model may stay silent when it owes an answer.
     pub stall_timeout: Duration,
+    /// Resumptions so far.
+    pub resumptions: Resumptions,
 }
 
 impl Default for Session {
@@ -41,6 +77,7 @@ impl Default for Session {
             greeted: false,
             stall_resumed: false,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            resumptions: Resumptions::default(),
         }
     }
 }

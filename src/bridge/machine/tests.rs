@@ -828,3 +828,35 @@ fn shutdown_says_goodbye_with_the_fallback_message_when_there_is_one() {
         })]
     );
 }
+
+#[test]
+fn resumptions_are_counted_by_cause_and_only_when_they_happen() {
+    let mut m = live_with_handle(Duration::from_secs(8));
+    let t0 = Instant::now();
+    assert!(!m.agent_has_spoken());
+    // A stall resumes once.
+    m.handle_gemini_frame(
+        br#"{"serverContent":{"inputTranscription":{"text":"hello?"}}}"#,
+        t0,
+    );
+    m.handle_timeout(t0 + Duration::from_secs(8));
+    m.handle_gemini_ready(t0 + Duration::from_secs(9));
+    // The model answers; then a lost connection resumes, then a goAway does.
+    m.handle_gemini_frame(&model_audio(480), t0 + Duration::from_secs(10));
+    assert!(m.agent_has_spoken());
+    m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#, t0);
+    m.handle_gemini_closed(1006, "reset".into(), t0 + Duration::from_secs(11));
+    m.handle_gemini_ready(t0 + Duration::from_secs(12));
+    m.handle_gemini_frame(br#"{"goAway":{"timeLeft":"6s"}}"#, t0);
+    // Not live while reconnecting: a second close is not a second resumption.
+    m.handle_gemini_closed(1006, "reset".into(), t0 + Duration::from_secs(13));
+    drain(&mut m);
+    assert_eq!(
+        m.resumptions(),
+        Resumptions {
+            go_away: 1,
+            connection_lost: 1,
+            stalled: 1
+        }
+    );
+}
