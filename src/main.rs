@@ -51,19 +51,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match config_and_runtime() {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let app = match runtime.block_on(App::new(config)) {
         Ok(app) => Arc::new(app),
@@ -218,19 +208,9 @@ async fn shutdown_signal() {
 /// and exits 0 only when every number is set up.
 fn configure() -> ExitCode {
     let _ = dotenvy::dotenv();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match config_and_runtime() {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let report = runtime.block_on(gemini_phone::numbers::configure_all(&config));
     print!("{report}");
@@ -239,6 +219,20 @@ fn configure() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The configuration from the environment and a runtime to run on, or the exit status after
+/// saying what is wrong (2 for configuration, 1 for the runtime).
+fn config_and_runtime() -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let config = Config::from_env().map_err(|e| {
+        eprintln!("configuration error: {e}");
+        ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })?;
+    Ok((config, runtime))
 }
 
 /// Exits 0 when the server on `PORT` answers `/health` with 200.
