@@ -154,9 +154,7 @@ async fn first_audio(
             Message::Text(text) => bytes::Bytes::from(text),
             Message::Binary(bytes) => bytes,
             Message::Close(close) => {
-                let (code, reason) = close
-                    .map(|c| (u16::from(c.code), c.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
+                let (code, reason) = crate::gemini::client::close_status(close);
                 return Err(Failure::ClosedBeforeAudio { code, reason });
             }
             _ => continue,

@@ -141,6 +141,13 @@ async fn auth_headers(
     }
 }
 
+/// The code and reason of a close frame; 1005 ("no status") when it carried none.
+pub fn close_status(close: Option<tungstenite::protocol::CloseFrame>) -> (u16, String) {
+    close
+        .map(|c| (u16::from(c.code), c.reason.to_string()))
+        .unwrap_or((1005, String::new()))
+}
+
 /// Sends `setup_message` on an open socket and waits, without a time limit, for
 /// `setupComplete` (the second step of [`connect`]).
 pub async fn complete_setup(
@@ -154,9 +161,7 @@ pub async fn complete_setup(
             Message::Text(text) => bytes::Bytes::from(text),
             Message::Binary(bytes) => bytes,
             Message::Close(close) => {
-                let (code, reason) = close
-                    .map(|c| (u16::from(c.code), c.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
+                let (code, reason) = close_status(close);
                 return Err(ConnectError::ClosedDuringSetup { code, reason });
             }
             _ => continue,
