@@ -191,10 +191,10 @@ async fn load_google_credentials(config: &Config) -> Result<(), StartError> {
     if let Some(gemini) = &config.gemini
         && let Some(vertex) = gemini.vertex()
         && let VertexAccess::Credentials {
-            key_file, tokens, ..
+            sources, tokens, ..
         } = &vertex.access
     {
-        tokens.load(key_file.as_deref()).await?;
+        tokens.load(sources).await?;
     }
     Ok(())
 }

@@ -111,8 +111,9 @@ pub enum VertexAccess {
     Credentials {
         /// `GOOGLE_CLOUD_PROJECT`.
         project: String,
-        /// `GOOGLE_APPLICATION_CREDENTIALS`, when set: a service-account key file.
-        key_file: Option<PathBuf>,
+        /// Where Application Default Credentials are looked for (`GOOGLE_APPLICATION_CREDENTIALS`,
+        /// gcloud's ADC file, `GCE_METADATA_HOST`).
+        sources: crate::gemini::auth::CredentialSources,
         /// The process's shared token source, loaded at start-up.
         tokens: crate::gemini::auth::SharedCredentials,
     },
@@ -479,7 +480,7 @@ mod tests {
         let v = g.vertex().expect("vertex");
         assert!(matches!(
             &v.access,
-            VertexAccess::Credentials { key_file: None, .. }
+            VertexAccess::Credentials { sources, .. } if sources.key_file.is_none()
         ));
 
         let eu = vertex(&[
@@ -499,7 +500,7 @@ mod tests {
         );
         assert!(matches!(
             &eu.vertex().unwrap().access,
-            VertexAccess::Credentials { key_file: Some(path), .. } if path == std::path::Path::new("/keys/sa.json")
+            VertexAccess::Credentials { sources, .. } if sources.key_file.as_deref() == Some(std::path::Path::new("/keys/sa.json"))
         ));
     }
 

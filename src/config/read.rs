@@ -11,7 +11,7 @@ use super::{
     TwilioConfig, VertexAccess, VertexConfig,
 };
 use crate::e164;
-use crate::gemini::auth::SharedCredentials;
+use crate::gemini::auth::{CredentialSources, SharedCredentials};
 
 /// Calls admitted per CPU core when `MAX_CONCURRENT_CALLS` is unset. Measured: 300 calls on
 /// 2 cores cost 1.9 ms CPU per call-second (BENCHMARKS.md), about 30 % of the machine, with
@@ -121,9 +121,7 @@ fn vertex_access<F: Fn(&str) -> Option<String>>(
             Secret::new(""),
             VertexAccess::Credentials {
                 project,
-                key_file: vars
-                    .get("GOOGLE_APPLICATION_CREDENTIALS")
-                    .map(PathBuf::from),
+                sources: CredentialSources::from_lookup(|name| vars.get(name)),
                 tokens: SharedCredentials::default(),
             },
         ),

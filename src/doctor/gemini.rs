@@ -116,12 +116,12 @@ async fn probe(
 /// On Vertex with Google Cloud credentials, finds them and fetches a token as start-up does.
 async fn load_google_credentials(config: &GeminiConfig, limit: Duration) -> Result<(), Failure> {
     let Some(crate::config::VertexAccess::Credentials {
-        key_file, tokens, ..
+        sources, tokens, ..
     }) = config.vertex().map(|vertex| &vertex.access)
     else {
         return Ok(());
     };
-    tokio::time::timeout(limit, tokens.load(key_file.as_deref()))
+    tokio::time::timeout(limit, tokens.load(sources))
         .await
         .map_err(|_| Failure::SetupTimeout(limit))?
         .map_err(|e| Failure::Connect(ConnectError::Credentials(e)))
@@ -405,7 +405,7 @@ mod tests {
                 location: "us-central1".into(),
                 access: crate::config::VertexAccess::Credentials {
                     project: "acme".into(),
-                    key_file: None,
+                    sources: Default::default(),
                     tokens: Default::default(),
                 },
             }),

@@ -9,7 +9,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{Check, Report, configuration, gemini, providers, public_url, records, tools};
+use super::{
+    Check, Outcome, Report, configuration, credentials, gemini, providers, public_url, records,
+    tools,
+};
 use crate::config::{Config, ConfigError};
 use crate::telephony::rest::http_client;
 
@@ -94,8 +97,20 @@ pub async fn run(
     let tools = tools::check(&config.tools, limit).await;
     add(tools.checks);
 
+    let credentials = match &config.gemini {
+        Some(gemini) => credentials::check(gemini, limit).await,
+        None => None,
+    };
+    let no_token = credentials
+        .as_ref()
+        .is_some_and(|check| check.outcome == Outcome::Fail);
+    add(credentials.into_iter().collect());
     add(vec![match (&config.gemini, prompt.text, tools.toolbox) {
         (None, _, _) => Check::skip("gemini", "AGENT=echo: calls do not use Gemini"),
+        (Some(_), _, _) if no_token => Check::skip(
+            "gemini",
+            "not checked: Vertex AI needs the access token the credentials line above could not get",
+        ),
         (Some(gemini), Some(prompt), Some(toolbox)) => {
             gemini::check(gemini, prompt, &toolbox, limit).await
         }

@@ -345,7 +345,7 @@ mod tests {
                 location: "europe-west4".into(),
                 access: crate::config::VertexAccess::Credentials {
                     project: "acme-voice".into(),
-                    key_file: None,
+                    sources: Default::default(),
                     tokens: Default::default(),
                 },
             }),

@@ -5,6 +5,7 @@
 
 pub mod answer_xml;
 pub mod gemini;
+pub mod google;
 pub mod phone;
 pub mod rest;
 
