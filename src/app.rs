@@ -35,7 +35,7 @@ pub enum StartError {
     Tls(reqwest::Error),
     /// `GEMINI_BACKEND=vertex` without a Google Cloud access token.
     #[error(
-        "GEMINI_BACKEND=vertex: {0}; run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on Google Cloud with a service account"
+        "GEMINI_BACKEND=vertex: {0}; run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key or user credentials file, or run on Google Cloud with a service account"
     )]
     GoogleCredentials(#[from] crate::gemini::auth::AuthError),
 }
