@@ -3,6 +3,7 @@
 //! line per check with the fix for each failure.
 
 mod configuration;
+mod conversation;
 mod gemini;
 pub mod providers;
 mod public_url;

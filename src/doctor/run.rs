@@ -9,7 +9,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{Check, Report, configuration, gemini, providers, public_url, records, tools};
+use super::{
+    Check, Report, configuration, conversation, gemini, providers, public_url, records, tools,
+};
 use crate::config::{Config, ConfigError};
 use crate::telephony::rest::http_client;
 
@@ -21,7 +23,8 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 pub const TIMEOUT_VAR: &str = "DOCTOR_TIMEOUT_SECS";
 
 /// The areas checked after the configuration, in report order; skipped when it is refused.
-const LATER_AREAS: [&str; 6] = [
+const LATER_AREAS: [&str; 7] = [
+    "conversation",
     "prompt",
     "records",
     "tools",
@@ -87,6 +90,7 @@ pub async fn run(
         }
     };
     add(configuration::checks(&config));
+    add(vec![conversation::check(&config)]);
 
     let prompt = configuration::prompt(&config);
     add(vec![prompt.check]);
@@ -97,7 +101,7 @@ pub async fn run(
     add(vec![match (&config.gemini, prompt.text, tools.toolbox) {
         (None, _, _) => Check::skip("gemini", "AGENT=echo: calls do not use Gemini"),
         (Some(gemini), Some(prompt), Some(toolbox)) => {
-            gemini::check(gemini, prompt, &toolbox, limit).await
+            gemini::check(gemini, config.conversation.live, prompt, &toolbox, limit).await
         }
         _ => Check::skip(
             "gemini",
