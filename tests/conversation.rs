@@ -39,11 +39,92 @@ impl World {
 
     /// An inbound call on `provider`, its Gemini session, and the greeting cue read.
     async fn call(&mut self, provider: Provider, id: &str) -> (Caller, GeminiSession) {
-        let caller = Caller::start(&self.server, provider, id).await;
+        let (caller, session, _) = self.recorded_call(provider, id).await;
+        (caller, session)
+    }
+
+    /// Like [`World::call`], with the id of the call's record.
+    async fn recorded_call(
+        &mut self,
+        provider: Provider,
+        id: &str,
+    ) -> (Caller, GeminiSession, String) {
+        let (from, to) = match provider {
+            Provider::Twilio => ("+15550001111", "+15550009999"),
+            Provider::Plivo => ("15550001111", "15550008888"),
+        };
+        let params = self
+            .server
+            .answer(provider, id, &[("From", from), ("To", to)])
+            .await;
+        let record = params
+            .iter()
+            .find(|(k, _)| k == "record")
+            .map(|(_, v)| v.clone())
+            .expect("the answer XML names the call's record");
+        let caller = Caller::start_with(&self.server, provider, id, &params).await;
         let mut session = self.gemini.next_session(WAIT).await;
         let greeting = next_message(&mut session).await;
         assert!(is_text_turn(&greeting), "greeting cue first: {greeting}");
-        (caller, session)
+        (caller, session, record)
+    }
+
+    /// The call record, once `done` holds for it (or as it is after [`WAIT`]).
+    async fn record_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let record: Value = reqwest::Client::new()
+                .get(self.server.http(&format!("/calls/{id}")))
+                .bearer_auth(support::API_TOKEN)
+                .send()
+                .await
+                .expect("GET /calls/{id}")
+                .json()
+                .await
+                .expect("record JSON");
+            if done(&record) || tokio::time::Instant::now() >= deadline {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The record's transcript as (who, text) pairs.
+fn lines(record: &Value) -> Vec<(&str, &str)> {
+    record["transcript"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|line| {
+            (
+                line["who"].as_str().unwrap_or_default(),
+                line["text"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Presses `keys` on the caller's phone, as the provider reports them.
+async fn press(caller: &mut Caller, keys: &str) {
+    for key in keys.chars() {
+        let sent = match caller {
+            Caller::Twilio(c) => c.send_dtmf(key).await,
+            Caller::Plivo(c) => c.send_dtmf(key).await,
+        };
+        assert!(sent, "keypress {key} sent");
+    }
+}
+
+/// The next typed turn from the bridge, skipping audio.
+async fn next_text_turn(session: &mut GeminiSession, within: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = session.recv(left).await?;
+        if let Some(text) = turn_text(&msg) {
+            return Some(text.to_owned());
+        }
     }
 }
 
@@ -204,4 +285,160 @@ fn the_fake_gemini_refuses_bad_turn_detection_and_misplaced_expressive_options()
     let not_bool = json!({"model": "models/gemini-2.5-flash-native-audio-latest",
                           "proactivity": {"proactiveAudio": "yes"}});
     assert!(schema::check_setup_options(&not_bool, &v1alpha, false).is_err());
+}
+
+// ----- keypad in ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn keypad_digits_reach_the_model_as_text_on_both_providers() {
+    let mut world = World::start(&[]).await;
+    for provider in PROVIDERS {
+        let (mut caller, mut session, record) = world
+            .recorded_call(provider, &format!("keys-{provider:?}"))
+            .await;
+        press(&mut caller, "42#").await;
+        assert_eq!(
+            next_text_turn(&mut session, WAIT).await.as_deref(),
+            Some("The caller pressed 4 2 #"),
+            "{provider:?}: `#` ends the group at once"
+        );
+        // Without `#`, the group ends after a pause of about 1.5 s.
+        let pressed = tokio::time::Instant::now();
+        press(&mut caller, "7*").await;
+        assert_eq!(
+            next_text_turn(&mut session, WAIT).await.as_deref(),
+            Some("The caller pressed 7 *")
+        );
+        let waited = pressed.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1_400) && waited < Duration::from_millis(2_500),
+            "{provider:?}: the pause-ended group came after {waited:?}"
+        );
+        caller.hang_up().await;
+        let record = world
+            .record_until(&record, |r| {
+                r["transcript"].as_array().is_some_and(|t| t.len() == 2)
+            })
+            .await;
+        assert_eq!(
+            lines(&record),
+            [("caller", "[pressed 4 2 #]"), ("caller", "[pressed 7 *]")],
+            "{provider:?}: each group is a caller line"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_2_5_model_gets_the_digits_as_client_content() {
+    let mut world = World::start(&[("GEMINI_MODEL", "gemini-2.5-flash-native-audio-latest")]).await;
+    let (mut caller, mut session) = world.call(Provider::Plivo, "old-model").await;
+    press(&mut caller, "9#").await;
+    let msg = next_message(&mut session).await;
+    assert_eq!(
+        msg,
+        json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "The caller pressed 9 #"}]}], "turnComplete": true}})
+    );
+}
+
+#[tokio::test]
+async fn dtmf_off_keeps_digits_from_the_model() {
+    let mut world = World::start(&[("DTMF", "off")]).await;
+    let (mut caller, mut session) = world.call(Provider::Twilio, "CAoff").await;
+    press(&mut caller, "1#").await;
+    assert_eq!(
+        next_text_turn(&mut session, Duration::from_millis(2_000)).await,
+        None
+    );
+}
+
+// ----- silence --------------------------------------------------------------------------------
+
+/// Short limits so the whole sequence takes a few seconds.
+const IDLE: [(&str, &str); 2] = [("IDLE_NUDGE_SECONDS", "1"), ("IDLE_HANGUP_SECONDS", "2")];
+
+#[tokio::test]
+async fn a_silent_caller_is_nudged_then_said_goodbye_to_and_hung_up_on_both_providers() {
+    let mut world = World::start(&IDLE).await;
+    for (n, provider) in PROVIDERS.into_iter().enumerate() {
+        // The REST hang-up checks the id's shape, as the providers do.
+        let call_id = match provider {
+            Provider::Twilio => support::rest::fake_call_sid(n as u32),
+            Provider::Plivo => support::rest::fake_uuid(n as u32),
+        };
+        let (mut caller, mut session, record) = world.recorded_call(provider, &call_id).await;
+        let live = tokio::time::Instant::now();
+        let earlier_requests = world.rest.requests().len();
+
+        let nudge = next_text_turn(&mut session, WAIT).await.expect("a nudge");
+        let nudged_after = live.elapsed();
+        assert!(nudge.contains("still there"), "{nudge}");
+        assert!(
+            nudged_after >= Duration::from_millis(900)
+                && nudged_after < Duration::from_millis(1_500),
+            "{provider:?}: nudged after {nudged_after:?}, IDLE_NUDGE_SECONDS=1"
+        );
+        // The model asks; the caller still says nothing.
+        session.send_audio(&support::phone::pcm_tone_24k(440.0, 300, 8_000));
+        session.send_turn_complete();
+
+        let goodbye = next_text_turn(&mut session, WAIT)
+            .await
+            .expect("a goodbye request");
+        let asked_after = live.elapsed();
+        assert!(goodbye.contains("goodbye"), "{goodbye}");
+        assert!(
+            asked_after >= Duration::from_millis(1_900)
+                && asked_after < Duration::from_millis(2_500),
+            "{provider:?}: goodbye asked after {asked_after:?}, IDLE_HANGUP_SECONDS=2 (the nudge's answer does not postpone it)"
+        );
+        assert_eq!(
+            world.rest.requests().len(),
+            earlier_requests,
+            "no hang-up before the goodbye"
+        );
+        session.send_audio(&support::phone::pcm_tone_24k(440.0, 300, 8_000));
+        session.send_turn_complete();
+        caller
+            .recv_until(WAIT, |r| r.marks().contains(&"playout".to_owned()))
+            .await
+            .expect("the goodbye is followed by the playout mark");
+        assert!(caller.ack_mark("playout").await);
+
+        let requests = world.rest.wait_requests(earlier_requests + 1, WAIT).await;
+        let hang_up = &requests[earlier_requests..];
+        assert_eq!(hang_up.len(), 1, "{provider:?}: one REST hang-up");
+        assert!(hang_up[0].path.contains(&call_id), "{:?}", hang_up[0].path);
+        let record = world
+            .record_until(&record, |r| r["end_reason"].is_string())
+            .await;
+        assert!(
+            record["end_reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("idle")),
+            "{record}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_caller_who_speaks_is_not_nudged() {
+    let mut world = World::start(&IDLE).await;
+    let (mut caller, mut session) = world.call(Provider::Twilio, "CAtalker").await;
+    // 1.6 s of speech in real time: longer than IDLE_NUDGE_SECONDS.
+    let speech = support::phone::mulaw_tone(300.0, 1_600);
+    let started = tokio::time::Instant::now();
+    if let Caller::Twilio(c) = &mut caller {
+        assert!(c.send_media_realtime(&speech).await);
+    }
+    let nudge = next_text_turn(&mut session, WAIT)
+        .await
+        .expect("a nudge once quiet");
+    let quiet_for = started
+        .elapsed()
+        .saturating_sub(Duration::from_millis(1_600));
+    assert!(
+        quiet_for >= Duration::from_millis(800),
+        "nudged only {quiet_for:?} after the caller stopped talking"
+    );
+    assert!(nudge.contains("still there"));
 }

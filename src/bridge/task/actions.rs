@@ -152,6 +152,7 @@ impl CallTask {
     pub(super) fn after_playout(&mut self, action: AfterPlayout) {
         match action {
             AfterPlayout::HangUp => self.hang_up_then(EndReason::AgentHungUp),
+            AfterPlayout::IdleHangUp => self.hang_up_then(EndReason::Idle),
             AfterPlayout::Transfer { to, call_id: tool } => {
                 self.transfer(to, TransferFor::Tool(tool))
             }
