@@ -442,3 +442,113 @@ async fn a_caller_who_speaks_is_not_nudged() {
     );
     assert!(nudge.contains("still there"));
 }
+
+// ----- keypad out -----------------------------------------------------------------------------
+
+/// Q.23 row and column frequencies and the keypad they span.
+const ROWS: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
+const COLUMNS: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+const KEYPAD: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
+
+/// Goertzel power of `freq` in 8 kHz `pcm`.
+fn goertzel(pcm: &[i16], freq: f64) -> f64 {
+    let coeff = 2.0 * (std::f64::consts::TAU * freq / 8_000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+/// The key sounding in one 20 ms frame, if any: one row and one column tone clearly above
+/// the others of their group (by 10 dB) and above the noise floor.
+fn frame_key(pcm: &[i16]) -> Option<char> {
+    let strongest = |freqs: &[f64; 4]| {
+        let mut powers: Vec<(usize, f64)> = freqs
+            .iter()
+            .map(|&f| goertzel(pcm, f))
+            .enumerate()
+            .collect();
+        powers.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (index, best) = powers[0];
+        (best > 1e11 && best > 10.0 * powers[1].1).then_some(index)
+    };
+    Some(KEYPAD[strongest(&ROWS)?][strongest(&COLUMNS)?])
+}
+
+/// Keys decoded from μ-law the phone received, with each tone's and each gap's length in
+/// 20 ms frames.
+fn decode_keys(mulaw: &[u8]) -> (String, Vec<usize>, Vec<usize>) {
+    let pcm = support::phone::mulaw_decode(mulaw);
+    let frames: Vec<Option<char>> = pcm.chunks_exact(160).map(frame_key).collect();
+    let (mut keys, mut tones, mut gaps) = (String::new(), Vec::new(), Vec::new());
+    let mut run: Option<(Option<char>, usize)> = None;
+    for frame in frames.into_iter().chain([None, Some('!')]) {
+        match &mut run {
+            Some((key, len)) if *key == frame => *len += 1,
+            _ => {
+                if let Some((key, len)) = run.take() {
+                    match key {
+                        Some(k) => {
+                            keys.push(k);
+                            tones.push(len);
+                        }
+                        None if !keys.is_empty() => gaps.push(len),
+                        None => {}
+                    }
+                }
+                run = Some((frame, 1));
+            }
+        }
+    }
+    (keys, tones, gaps)
+}
+
+#[tokio::test]
+async fn send_dtmf_plays_keypad_tones_a_receiver_decodes_on_both_providers() {
+    let mut world = World::start(&[("BUILTIN_TOOLS", "end_call,send_dtmf")]).await;
+    for provider in PROVIDERS {
+        let (mut caller, mut session) = world.call(provider, &format!("menu-{provider:?}")).await;
+        let declared = session.setup()["setup"]["tools"][0]["functionDeclarations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "send_dtmf");
+        assert!(declared, "send_dtmf is declared (and the fake accepted it)");
+
+        session.send_tool_call("fc-1", "send_dtmf", json!({"digits": "1 2#9*0D"}));
+        let response = next_message(&mut session).await;
+        let answer = &response["toolResponse"]["functionResponses"][0];
+        assert_eq!(answer["id"], "fc-1");
+        assert!(answer["response"]["result"].as_str().is_some(), "{answer}");
+        // 7 keys of 100 ms tone and 100 ms silence: 70 frames.
+        let heard = caller.recv_audio(70, WAIT).await;
+        let (keys, tones, gaps) = decode_keys(&heard.audio());
+        assert_eq!(keys, "12#9*0D", "{provider:?}: {}", heard.summary());
+        assert!(
+            tones.iter().all(|&n| n >= 4),
+            "tones of at least 70 ms: {tones:?}"
+        );
+        assert!(
+            gaps.iter().all(|&n| n >= 4),
+            "gaps of at least 70 ms: {gaps:?}"
+        );
+
+        session.send_tool_call("fc-2", "send_dtmf", json!({"digits": "12x"}));
+        let response = next_message(&mut session).await;
+        let error = response["toolResponse"]["functionResponses"][0]["response"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(error.contains("`x` is not a keypad key"), "{error}");
+        let after = caller.collect_for(Duration::from_millis(300)).await;
+        assert_eq!(after.media_count(), 0, "refused keys play nothing");
+    }
+}

@@ -304,6 +304,8 @@ pub struct ToolsConfig {
     pub transfer_call: bool,
     /// `send_sms` offered.
     pub send_sms: bool,
+    /// `send_dtmf` offered (keypad tones into the call, for phone menus).
+    pub send_dtmf: bool,
     /// Where `transfer_call` goes when the model names no allowed number.
     pub transfer_number: Option<String>,
     /// Numbers the model may name for transfers and texts (besides the caller).

@@ -96,6 +96,18 @@ impl CallMachine {
         }
     }
 
+    /// Plays keypad tones (μ-law, from [`crate::audio::dtmf::tones`]) to the other party,
+    /// after what the agent has said so far and cleared with it on a barge-in.
+    pub fn handle_send_dtmf(&mut self, tones: &[u8], now: Instant) {
+        if self.phase != Phase::Live {
+            return;
+        }
+        self.playout.queue_mulaw(tones, &mut self.out);
+        // Tones are sound on the line: the silence watch counts them like agent audio
+        // (8 kHz μ-law is a sixth of the 24 kHz PCM bytes it measures in).
+        self.idle.agent_audio(now, tones.len() * 6);
+    }
+
     /// A typed turn the model answers now, through its family's text path.
     fn send_text_turn(&mut self, text: &str, now: Instant) {
         let Some(message) = self.session.setup.as_ref().map(|s| s.text_turn(text)) else {
