@@ -69,3 +69,53 @@ fn expressive(live: &LiveOptions, model: &str, url: &str) -> Option<String> {
     }
     Some(format!("{} on {model} via {url}", on.join(" and ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Outcome;
+
+    fn line(extra: &[(&str, &str)]) -> Check {
+        let vars: Vec<(&str, &str)> = [
+            ("GEMINI_API_KEY", "k"),
+            ("PUBLIC_URL", "https://x.io"),
+            ("GEMINI_MODEL", "gemini-2.5-flash-native-audio-latest"),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+        let lookup = |name: &str| {
+            vars.iter()
+                .rev()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        check(&Config::from_lookup(lookup).expect("valid configuration"))
+    }
+
+    #[test]
+    fn the_line_names_what_every_session_asks_for() {
+        let plain = line(&[]);
+        assert_eq!(plain.outcome, Outcome::Ok);
+        assert!(
+            plain
+                .detail
+                .starts_with("turn detection: the model's defaults; keypad")
+        );
+        let tuned = line(&[
+            ("GEMINI_VAD_END_SENSITIVITY", "low"),
+            ("GEMINI_VAD_SILENCE_MS", "800"),
+            ("GEMINI_AFFECTIVE_DIALOG", "true"),
+            ("DTMF", "off"),
+        ]);
+        assert!(
+            tuned.detail.contains(
+                "turn detection: end sensitivity low, end of turn after 800 ms of silence"
+            ),
+            "{}",
+            tuned.detail
+        );
+        assert!(tuned.detail.contains("affective dialog on gemini-2.5-flash-native-audio-latest via wss://generativelanguage.googleapis.com/ws/google.ai.generativelanguage.v1alpha."));
+        assert!(tuned.detail.contains("DTMF=off"));
+    }
+}
