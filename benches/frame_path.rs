@@ -120,6 +120,7 @@ fn live_machine(provider: Provider) -> CallMachine {
         language: None,
         system_instruction: "You are a helpful phone agent.".into(),
         function_declarations: Vec::new(),
+        options: Default::default(),
     });
     let mut connect = false;
     while let Some(output) = machine.poll_output() {

@@ -73,6 +73,8 @@ pub enum CallOutcome {
     OverCapacity,
     /// The server shut down during the call.
     Shutdown,
+    /// The line stayed silent (`IDLE_HANGUP_SECONDS`) and the agent hung up.
+    Idle,
 }
 
 impl CallOutcome {
@@ -89,6 +91,7 @@ impl CallOutcome {
             CallOutcome::Refused => "refused",
             CallOutcome::OverCapacity => "over_capacity",
             CallOutcome::Shutdown => "shutdown",
+            CallOutcome::Idle => "idle",
         }
     }
 }
@@ -110,6 +113,7 @@ impl From<&EndReason> for CallOutcome {
             EndReason::NoStart | EndReason::Unauthorized(_) => CallOutcome::Refused,
             EndReason::OverCapacity => CallOutcome::OverCapacity,
             EndReason::ServerShutdown => CallOutcome::Shutdown,
+            EndReason::Idle => CallOutcome::Idle,
         }
     }
 }

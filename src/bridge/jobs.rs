@@ -172,6 +172,7 @@ async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndR
             let prompt = system_prompt(app, claims.record.as_deref()).await;
             let mut setup = SessionSetup::new(config, prompt);
             setup.function_declarations = app.tools.declarations();
+            setup.options = app.config.conversation.live;
             Some(setup)
         }
         None => None,

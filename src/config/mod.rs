@@ -8,8 +8,14 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod conversation;
 mod read;
 mod vars;
+
+pub use conversation::{
+    ConversationConfig, DtmfMode, IdleLimits, LiveOptions, ProactiveAudio, Sensitivity,
+    TurnDetection, V1ALPHA_GEMINI_LIVE_URL,
+};
 
 use vars::Vars;
 
@@ -254,6 +260,8 @@ pub struct Config {
     pub fallback_audio: Option<PathBuf>,
     /// Where each call's final record is POSTed, if anywhere (`POST_CALL_WEBHOOK_URL`).
     pub post_call_webhook: Option<PostCallWebhook>,
+    /// Turn detection, expressive options, keypad and silent-line handling.
+    pub conversation: ConversationConfig,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -297,6 +305,8 @@ pub struct ToolsConfig {
     pub transfer_call: bool,
     /// `send_sms` offered.
     pub send_sms: bool,
+    /// `send_dtmf` offered (keypad tones into the call, for phone menus).
+    pub send_dtmf: bool,
     /// Where `transfer_call` goes when the model names no allowed number.
     pub transfer_number: Option<String>,
     /// Numbers the model may name for transfers and texts (besides the caller).
@@ -316,9 +326,12 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars::new(lookup);
         let agent = read::agent(&vars)?;
+        let mut gemini = read::gemini(&vars, agent)?;
+        // Read early: the expressive options can move Gemini's default endpoint to v1alpha.
+        let conversation = conversation::read(&vars, gemini.as_mut())?;
         Ok(Config {
             agent,
-            gemini: read::gemini(&vars, agent)?,
+            gemini,
             public_url: read::public_url(&vars)?,
             host: read::host(&vars)?,
             port: vars.number("PORT", 8000)?,
@@ -341,6 +354,7 @@ impl Config {
             auto_configure_numbers: vars.flag("AUTO_CONFIGURE_NUMBERS", false)?,
             fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
             post_call_webhook: read::post_call_webhook(&vars)?,
+            conversation,
         })
     }
 

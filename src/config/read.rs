@@ -226,12 +226,13 @@ pub(super) fn tools<F: Fn(&str) -> Option<String>>(
                 "end_call" => tools.end_call = true,
                 "transfer_call" => tools.transfer_call = true,
                 "send_sms" => tools.send_sms = true,
+                "send_dtmf" => tools.send_dtmf = true,
                 "none" => {}
                 other => {
                     return Err(ConfigError::new(
                         "BUILTIN_TOOLS",
                         format!(
-                            "`{other}` is not a built-in tool; use end_call, transfer_call, send_sms or none"
+                            "`{other}` is not a built-in tool; use end_call, transfer_call, send_sms, send_dtmf or none"
                         ),
                     ));
                 }

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Check;
-use crate::config::{DEFAULT_GEMINI_MODEL, GeminiConfig};
+use crate::config::{DEFAULT_GEMINI_MODEL, GeminiConfig, LiveOptions};
 use crate::gemini::client::{self, GeminiSocket};
 use crate::gemini::{ConnectError, ServerMessage, SessionSetup};
 use crate::tools::ToolBox;
@@ -27,12 +27,14 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// latter), the first audio gets `limit` of its own.
 pub(super) async fn check(
     config: &GeminiConfig,
+    options: LiveOptions,
     prompt: String,
     toolbox: &ToolBox,
     limit: Duration,
 ) -> Check {
     let mut setup = SessionSetup::new(config, prompt);
     setup.function_declarations = toolbox.declarations();
+    setup.options = options;
     match probe(config, &setup, limit).await {
         Ok(times) => Check::ok(
             AREA,

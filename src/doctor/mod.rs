@@ -3,6 +3,7 @@
 //! line per check with the fix for each failure.
 
 mod configuration;
+mod conversation;
 mod credentials;
 mod gemini;
 pub mod providers;

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{
-    Check, Outcome, Report, configuration, credentials, gemini, providers, public_url, records,
-    tools,
+    Check, Outcome, Report, configuration, conversation, credentials, gemini, providers,
+    public_url, records, tools,
 };
 use crate::config::{Config, ConfigError};
 use crate::telephony::rest::http_client;
@@ -24,7 +24,8 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 pub const TIMEOUT_VAR: &str = "DOCTOR_TIMEOUT_SECS";
 
 /// The areas checked after the configuration, in report order; skipped when it is refused.
-const LATER_AREAS: [&str; 6] = [
+const LATER_AREAS: [&str; 7] = [
+    "conversation",
     "prompt",
     "records",
     "tools",
@@ -90,6 +91,7 @@ pub async fn run(
         }
     };
     add(configuration::checks(&config));
+    add(vec![conversation::check(&config)]);
 
     let prompt = configuration::prompt(&config);
     add(vec![prompt.check]);
@@ -112,7 +114,7 @@ pub async fn run(
             "not checked: Vertex AI needs the access token the credentials line above could not get",
         ),
         (Some(gemini), Some(prompt), Some(toolbox)) => {
-            gemini::check(gemini, prompt, &toolbox, limit).await
+            gemini::check(gemini, config.conversation.live, prompt, &toolbox, limit).await
         }
         _ => Check::skip(
             "gemini",

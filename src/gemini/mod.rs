@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod expressive;
 pub mod protocol;
 
 pub use client::{ConnectError, GeminiSocket, connect};

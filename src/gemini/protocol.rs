@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::GeminiConfig;
+use crate::config::{GeminiConfig, LiveOptions, ProactiveAudio, TurnDetection};
 use crate::telephony::BASE64;
 
 /// MIME type of the audio we send: 16-bit little-endian PCM at 16 kHz.
@@ -31,6 +31,8 @@ pub struct SessionSetup {
     pub system_instruction: String,
     /// Function declarations offered to the model (empty: no tools).
     pub function_declarations: Vec<Value>,
+    /// Turn detection and expressive options (`LiveOptions::default()`: none sent).
+    pub options: LiveOptions,
 }
 
 impl SessionSetup {
@@ -42,12 +44,14 @@ impl SessionSetup {
             language: config.language.clone(),
             system_instruction,
             function_declarations: Vec::new(),
+            options: LiveOptions::default(),
         }
     }
 
     /// The `{"setup":…}` message; `resume_handle` resumes an earlier session.
     ///
-    /// Only fields every current Live model accepts are sent: 3.8 rejects
+    /// Only fields every current Live model accepts are sent, plus the [`LiveOptions`] the
+    /// configuration asked for (and checked against the model): 3.8 rejects
     /// `thinkingConfig`, `enableAffectiveDialog` and `proactivity` (protocol §7.3).
     pub fn to_message(&self, resume_handle: Option<&str>) -> String {
         let mut speech = json!({"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": self.voice}}});
@@ -71,6 +75,15 @@ impl SessionSetup {
         if !self.function_declarations.is_empty() {
             setup["tools"] = json!([{"functionDeclarations": self.function_declarations}]);
         }
+        if let Some(detection) = activity_detection(&self.options.turn_detection) {
+            setup["realtimeInputConfig"] = json!({"automaticActivityDetection": detection});
+        }
+        if self.options.affective_dialog {
+            setup["generationConfig"]["enableAffectiveDialog"] = json!(true);
+        }
+        if self.options.proactive_audio == ProactiveAudio::On {
+            setup["proactivity"] = json!({"proactiveAudio": true});
+        }
         json!({"setup": setup}).to_string()
     }
 
@@ -86,17 +99,44 @@ impl SessionSetup {
     pub fn greeting_message(&self) -> String {
         const CUE: &str =
             "[The phone call has just been connected. Greet the caller now, briefly.]";
+        self.text_turn(CUE)
+    }
+
+    /// A typed user turn the model answers now, through the text path its family takes:
+    /// `realtimeInput.text` on 3.x models, `clientContent` with `turnComplete` on 2.5.
+    pub fn text_turn(&self, text: &str) -> String {
         if is_gemini_2(&self.model) {
-            json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": CUE}]}], "turnComplete": true}})
+            json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}})
                 .to_string()
         } else {
-            json!({"realtimeInput": {"text": CUE}}).to_string()
+            json!({"realtimeInput": {"text": text}}).to_string()
         }
     }
 }
 
+/// `automaticActivityDetection` with only the configured fields, or `None` when none is.
+fn activity_detection(turns: &TurnDetection) -> Option<Value> {
+    if turns.is_default() {
+        return None;
+    }
+    let mut detection = serde_json::Map::new();
+    if let Some(start) = turns.start_sensitivity {
+        detection.insert("startOfSpeechSensitivity".into(), json!(start.start_enum()));
+    }
+    if let Some(end) = turns.end_sensitivity {
+        detection.insert("endOfSpeechSensitivity".into(), json!(end.end_enum()));
+    }
+    if let Some(ms) = turns.prefix_padding_ms {
+        detection.insert("prefixPaddingMs".into(), json!(ms));
+    }
+    if let Some(ms) = turns.silence_ms {
+        detection.insert("silenceDurationMs".into(), json!(ms));
+    }
+    Some(Value::Object(detection))
+}
+
 /// The bare model id of `models/<id>`, a Vertex publisher resource, or a bare id.
-fn model_id(model: &str) -> &str {
+pub fn model_id(model: &str) -> &str {
     model.rsplit('/').next().unwrap_or(model)
 }
 
@@ -419,6 +459,52 @@ mod tests {
 
         let resumed: Value = serde_json::from_str(&setup.to_message(Some("h1"))).unwrap();
         assert_eq!(resumed["setup"]["sessionResumption"]["handle"], "h1");
+    }
+
+    #[test]
+    fn turn_detection_sends_only_the_fields_set() {
+        let mut setup = SessionSetup::new(&config("gemini-3.8-live"), String::new());
+        let msg: Value = serde_json::from_str(&setup.to_message(None)).unwrap();
+        assert!(msg["setup"].get("realtimeInputConfig").is_none());
+        setup.options.turn_detection = TurnDetection {
+            end_sensitivity: Some(crate::config::Sensitivity::Low),
+            silence_ms: Some(600),
+            ..TurnDetection::default()
+        };
+        let msg: Value = serde_json::from_str(&setup.to_message(Some("h"))).unwrap();
+        assert_eq!(
+            msg["setup"]["realtimeInputConfig"],
+            json!({"automaticActivityDetection": {
+                "endOfSpeechSensitivity": "END_SENSITIVITY_LOW",
+                "silenceDurationMs": 600
+            }})
+        );
+    }
+
+    #[test]
+    fn expressive_options_go_where_the_api_reads_them() {
+        let mut setup = SessionSetup::new(
+            &config("gemini-2.5-flash-native-audio-latest"),
+            String::new(),
+        );
+        let plain: Value = serde_json::from_str(&setup.to_message(None)).unwrap();
+        assert!(plain["setup"].get("proactivity").is_none());
+        assert!(
+            plain["setup"]["generationConfig"]
+                .get("enableAffectiveDialog")
+                .is_none()
+        );
+        setup.options.affective_dialog = true;
+        setup.options.proactive_audio = ProactiveAudio::On;
+        let msg: Value = serde_json::from_str(&setup.to_message(None)).unwrap();
+        assert_eq!(
+            msg["setup"]["generationConfig"]["enableAffectiveDialog"],
+            true
+        );
+        assert_eq!(msg["setup"]["proactivity"], json!({"proactiveAudio": true}));
+        setup.options.proactive_audio = ProactiveAudio::BuiltIn;
+        let msg: Value = serde_json::from_str(&setup.to_message(None)).unwrap();
+        assert!(msg["setup"].get("proactivity").is_none());
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum Builtin {
     TransferCall,
     /// Text the caller.
     SendSms,
+    /// Press keys: DTMF tones into the call (phone menus on outbound calls).
+    SendDtmf,
 }
 
 impl Builtin {
@@ -31,6 +33,7 @@ impl Builtin {
             Builtin::EndCall => "end_call",
             Builtin::TransferCall => "transfer_call",
             Builtin::SendSms => "send_sms",
+            Builtin::SendDtmf => "send_dtmf",
         }
     }
 
@@ -58,6 +61,13 @@ impl Builtin {
                     "body": {"type": "STRING", "description": "The message text, under 300 characters."},
                     "to": {"type": "STRING", "description": "Optional E.164 number; leave empty to text the caller."}
                 }, "required": ["body"]}
+            }),
+            Builtin::SendDtmf => json!({
+                "name": "send_dtmf",
+                "description": "Press keys on the phone keypad, for example to choose an option in an automated phone menu or to enter a number it asks for. The tones play in the call; then listen to what the menu says next.",
+                "parameters": {"type": "OBJECT", "properties": {
+                    "digits": {"type": "STRING", "description": "The keys to press in order: 0-9, * and # (A-D exist but are rarely used), at most 32, e.g. \"2\" or \"40213#\"."}
+                }, "required": ["digits"]}
             }),
         }
     }
@@ -88,6 +98,7 @@ impl ToolBox {
             (config.end_call, Builtin::EndCall),
             (config.transfer_call, Builtin::TransferCall),
             (config.send_sms, Builtin::SendSms),
+            (config.send_dtmf, Builtin::SendDtmf),
         ]
         .into_iter()
         .filter_map(|(on, tool)| on.then_some(tool))
@@ -175,6 +186,7 @@ mod tests {
             end_call: true,
             transfer_call: true,
             send_sms: true,
+            send_dtmf: true,
             transfer_number: Some("+15550100000".into()),
             allowed_numbers: vec!["+15550100001".into()],
             tools_file: None,
@@ -190,7 +202,10 @@ mod tests {
             .iter()
             .map(|d| d["name"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(names, ["end_call", "transfer_call", "send_sms"]);
+        assert_eq!(
+            names,
+            ["end_call", "transfer_call", "send_sms", "send_dtmf"]
+        );
         assert!(matches!(
             tools.find("end_call"),
             Some(Tool::Builtin(Builtin::EndCall))

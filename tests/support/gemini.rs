@@ -191,6 +191,16 @@ impl FakeGemini {
         format!("ws://{}{}", self.addr, GEMINI_LIVE_PATH)
     }
 
+    /// `ws://127.0.0.1:PORT/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContent`:
+    /// the AI Studio version that takes the expressive options.
+    pub fn url_v1alpha(&self) -> String {
+        format!(
+            "ws://{}{}",
+            self.addr,
+            GEMINI_LIVE_PATH.replace(".v1beta.", ".v1alpha.")
+        )
+    }
+
     /// The socket address the fake listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -759,6 +769,10 @@ async fn run_connection(
             .as_ref()
             .and_then(|v| v.refuse_model(&setup["setup"]))
             .or_else(|| schema::check_setup_tools(&setup["setup"]).err())
+            .or_else(|| {
+                schema::check_setup_options(&setup["setup"], &handshake.path, vertex.is_some())
+                    .err()
+            })
     } else {
         None
     };

@@ -89,6 +89,192 @@ pub fn check_setup_tools(setup: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Fields of `RealtimeInputConfig`.
+const REALTIME_INPUT_CONFIG_FIELDS: [&str; 3] = [
+    "automatic_activity_detection",
+    "activity_handling",
+    "turn_coverage",
+];
+
+/// Fields of `AutomaticActivityDetection`.
+const ACTIVITY_DETECTION_FIELDS: [&str; 5] = [
+    "disabled",
+    "start_of_speech_sensitivity",
+    "end_of_speech_sensitivity",
+    "prefix_padding_ms",
+    "silence_duration_ms",
+];
+
+/// Values of `StartSensitivity` and `EndSensitivity`.
+const START_SENSITIVITIES: [&str; 3] = [
+    "START_SENSITIVITY_UNSPECIFIED",
+    "START_SENSITIVITY_HIGH",
+    "START_SENSITIVITY_LOW",
+];
+const END_SENSITIVITIES: [&str; 3] = [
+    "END_SENSITIVITY_UNSPECIFIED",
+    "END_SENSITIVITY_HIGH",
+    "END_SENSITIVITY_LOW",
+];
+
+/// Values of `ActivityHandling` and `TurnCoverage`.
+const ACTIVITY_HANDLINGS: [&str; 3] = [
+    "ACTIVITY_HANDLING_UNSPECIFIED",
+    "START_OF_ACTIVITY_INTERRUPTS",
+    "NO_INTERRUPTION",
+];
+const TURN_COVERAGES: [&str; 4] = [
+    "TURN_COVERAGE_UNSPECIFIED",
+    "TURN_INCLUDES_ONLY_ACTIVITY",
+    "TURN_INCLUDES_ALL_INPUT",
+    "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO",
+];
+
+/// Fields of `ProactivityConfig`.
+const PROACTIVITY_FIELDS: [&str; 2] = ["proactive_audio", "proactive_video"];
+
+/// Checks `setup.realtimeInputConfig`, `setup.generationConfig.enableAffectiveDialog` and
+/// `setup.proactivity` the way the service does: known fields, enum values and JSON types
+/// first; then the expressive options, which AI Studio has only on v1alpha (`path` is the
+/// upgrade request's path; Vertex, `vertex`, takes them on v1beta1) and only the 2.5
+/// native-audio models take (3.x models refuse them).
+pub fn check_setup_options(setup: &Value, path: &str, vertex: bool) -> Result<(), String> {
+    if let Some(config) = field(setup, "realtime_input_config") {
+        check_realtime_input_config(config, "setup.realtime_input_config")?;
+    }
+    let alpha_fields = vertex || path.contains(".v1alpha.");
+    let model = setup["model"].as_str().unwrap_or_default();
+    let expressive_model = model.contains("native-audio") && !model.contains("gemini-3");
+    if let Some(generation) = field(setup, "generation_config")
+        && let Some(affective) = field(generation, "enable_affective_dialog")
+    {
+        let at = "setup.generation_config";
+        if !alpha_fields {
+            return Err(unknown_name("enableAffectiveDialog", at));
+        }
+        if !affective.is_boolean() {
+            return Err(invalid_value(
+                &format!("{at}.enable_affective_dialog"),
+                "TYPE_BOOL",
+                affective,
+            ));
+        }
+        if !expressive_model {
+            return Err(refusal(
+                &format!("{at}.enable_affective_dialog"),
+                "affective dialog is not supported by this model.",
+            ));
+        }
+    }
+    if let Some(proactivity) = field(setup, "proactivity") {
+        let at = "setup.proactivity";
+        if !alpha_fields {
+            return Err(unknown_name("proactivity", "setup"));
+        }
+        let node = object(proactivity, at, "ProactivityConfig")?;
+        known_fields(node, at, &PROACTIVITY_FIELDS)?;
+        for (key, value) in node {
+            if !value.is_boolean() {
+                return Err(invalid_value(
+                    &format!("{at}.{}", snake_case(key)),
+                    "TYPE_BOOL",
+                    value,
+                ));
+            }
+        }
+        if !expressive_model {
+            return Err(refusal(at, "proactivity is not supported by this model."));
+        }
+    }
+    Ok(())
+}
+
+fn check_realtime_input_config(config: &Value, path: &str) -> Result<(), String> {
+    let node = object(config, path, "RealtimeInputConfig")?;
+    known_fields(node, path, &REALTIME_INPUT_CONFIG_FIELDS)?;
+    enum_field(
+        node,
+        "activity_handling",
+        path,
+        "ActivityHandling",
+        &ACTIVITY_HANDLINGS,
+    )?;
+    enum_field(node, "turn_coverage", path, "TurnCoverage", &TURN_COVERAGES)?;
+    let Some(detection) = field_in(node, "automatic_activity_detection") else {
+        return Ok(());
+    };
+    let path = format!("{path}.automatic_activity_detection");
+    let node = object(detection, &path, "AutomaticActivityDetection")?;
+    known_fields(node, &path, &ACTIVITY_DETECTION_FIELDS)?;
+    enum_field(
+        node,
+        "start_of_speech_sensitivity",
+        &path,
+        "StartSensitivity",
+        &START_SENSITIVITIES,
+    )?;
+    enum_field(
+        node,
+        "end_of_speech_sensitivity",
+        &path,
+        "EndSensitivity",
+        &END_SENSITIVITIES,
+    )?;
+    if let Some(disabled) = field_in(node, "disabled")
+        && !disabled.is_boolean()
+    {
+        return Err(invalid_value(
+            &format!("{path}.disabled"),
+            "TYPE_BOOL",
+            disabled,
+        ));
+    }
+    for name in ["prefix_padding_ms", "silence_duration_ms"] {
+        if let Some(value) = field_in(node, name)
+            && !is_int32(value)
+        {
+            return Err(invalid_value(
+                &format!("{path}.{name}"),
+                "TYPE_INT32",
+                value,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An enum field's value must be one of `values`, written as its name.
+fn enum_field(
+    node: &Map<String, Value>,
+    name: &str,
+    path: &str,
+    enum_name: &str,
+    values: &[&str],
+) -> Result<(), String> {
+    match field_in(node, name) {
+        Some(value) if !value.as_str().is_some_and(|v| values.contains(&v)) => {
+            Err(invalid_value(&format!("{path}.{name}"), enum_name, value))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An int32 in proto JSON: a whole number in range, or one written as a decimal string.
+fn is_int32(value: &Value) -> bool {
+    let fits = |n: i64| i32::try_from(n).is_ok();
+    value.as_i64().is_some_and(fits)
+        || value
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .is_some_and(fits)
+}
+
+fn unknown_name(name: &str, path: &str) -> String {
+    format!(
+        "Invalid JSON payload received. Unknown name \"{name}\" at '{path}': Cannot find field."
+    )
+}
+
 fn check_tool(tool: &Value, path: &str) -> Result<(), String> {
     let tool = object(tool, path, "Tool")?;
     known_fields(tool, path, &TOOL_FIELDS)?;

@@ -11,6 +11,9 @@
 //! [`outbox::Outbox`] of commands and one [`timers::Timers`] table.
 
 mod caller;
+mod conversation;
+mod idle;
+mod keypad;
 mod outbox;
 mod playout;
 mod session;
@@ -33,6 +36,8 @@ pub use timers::Timer;
 pub use types::{AfterPlayout, EndReason, Mode, Output, Speaker};
 
 use caller::{CallerAudio, Route, WindowVerdict};
+use idle::Idle;
+use keypad::Keypad;
 use outbox::Outbox;
 use playout::Playout;
 use session::{GO_AWAY_MARGIN, ResumeCause, Session};
@@ -79,6 +84,8 @@ pub struct CallMachine {
     playout: Playout,
     session: Session,
     transcript: Transcript,
+    keypad: Keypad,
+    idle: Idle,
     /// Ids of blocking tool calls not yet answered; caller audio is held meanwhile.
     blocking_tools: Vec<String>,
     /// Whether the phone sent anything since the last silence check (cheaper than reading
@@ -105,6 +112,8 @@ impl CallMachine {
             playout: Playout::default(),
             session: Session::default(),
             transcript: Transcript::default(),
+            keypad: Keypad::default(),
+            idle: Idle::default(),
             blocking_tools: Vec::new(),
             phone_heard: false,
             fallback: None,
@@ -183,6 +192,7 @@ impl CallMachine {
         };
         match event {
             PhoneEvent::Audio(mulaw) => {
+                self.idle.caller_frame(mulaw);
                 if let Some(message) = self.caller.accept(mulaw, route) {
                     self.out.gemini(message);
                 } else if route == Route::Echo {
@@ -190,7 +200,7 @@ impl CallMachine {
                 }
             }
             PhoneEvent::Started(start) => self.on_started(start),
-            PhoneEvent::Dtmf(digit) => tracing::info!(%digit, "caller pressed a key"),
+            PhoneEvent::Dtmf(digit) => self.on_keypress(&digit),
             PhoneEvent::MarkPlayed(name) => {
                 tracing::debug!(%name, "playback reached mark");
                 if let Some(action) = self.playout.mark_played(&name, &mut self.timers) {
@@ -239,6 +249,7 @@ impl CallMachine {
         self.session.opened();
         if !self.session.greeted {
             self.session.greeted = true;
+            self.idle.start(now, &mut self.timers);
             if let Some(setup) = &self.session.setup {
                 self.out.gemini(setup.greeting_message());
                 // The model owes the caller a greeting.
@@ -442,6 +453,8 @@ impl CallMachine {
                 }
             }
             Timer::Stall => self.on_stall(now),
+            Timer::Keypad => self.on_keypad_pause(now),
+            Timer::Idle => self.on_idle_check(now),
             Timer::Playout => {
                 tracing::warn!("no playback acknowledgement in time; going ahead");
                 if let Some(action) = self.playout.timed_out(&mut self.timers) {
@@ -500,7 +513,10 @@ impl CallMachine {
                     self.transcript.flush(Speaker::Caller, &mut self.out);
                 }
                 match self.playout.push_audio(&blob.data, &mut self.out) {
-                    Ok(()) => self.model_answered(),
+                    Ok(()) => {
+                        self.model_answered();
+                        self.idle.agent_audio(now, blob.data.len() * 3 / 4);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "dropping undecodable audio from Gemini");
                     }
@@ -508,6 +524,7 @@ impl CallMachine {
             }
         }
         if let Some(t) = content.input_transcription {
+            self.idle.caller_active();
             self.transcript.push(Speaker::Caller, &t.text);
             if !self.playout.speaking() {
                 // The caller is talking; once they stop, the model owes them an answer.
@@ -528,6 +545,9 @@ impl CallMachine {
             self.model_answered();
             self.playout.finish_turn(&mut self.out);
             self.transcript.flush_both(&mut self.out);
+            if self.idle.goodbye_spoken() {
+                self.handle_after_playout(AfterPlayout::IdleHangUp, now);
+            }
             if self.session.resume_wanted {
                 self.resume(ResumeCause::GoAway);
             }
@@ -572,6 +592,7 @@ impl CallMachine {
         for message in self.caller.release_held() {
             self.out.gemini(message);
         }
+        self.release_keypad_groups();
     }
 
     fn unblock_tool(&mut self, id: &str) {

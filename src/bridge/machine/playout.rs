@@ -125,6 +125,12 @@ impl Playout {
             self.interrupt(out);
         }
         self.downlink.clear();
+        self.queue_mulaw(mulaw, out);
+    }
+
+    /// Queues `mulaw` (8 kHz) after what the agent has sent so far, as 20 ms frames (the
+    /// last padded with silence); a barge-in's clear drops it with the agent's audio.
+    pub fn queue_mulaw(&mut self, mulaw: &[u8], out: &mut Outbox) {
         let mut frames = mulaw.chunks_exact(PHONE_FRAME_BYTES);
         for frame in &mut frames {
             out.phone(PhoneCommand::Play(frame));

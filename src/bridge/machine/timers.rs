@@ -23,10 +23,14 @@ pub enum Timer {
     Stall,
     /// The agent's last words did not come back as played in time.
     Playout,
+    /// The caller paused after a key: their digits go to the model.
+    Keypad,
+    /// Time to check whether the line has gone silent.
+    Idle,
 }
 
 impl Timer {
-    const ALL: [Timer; 8] = [
+    const ALL: [Timer; 10] = [
         Timer::Start,
         Timer::CallLimit,
         Timer::PhoneSilence,
@@ -35,6 +39,8 @@ impl Timer {
         Timer::ResumeRetry,
         Timer::Stall,
         Timer::Playout,
+        Timer::Keypad,
+        Timer::Idle,
     ];
 
     fn index(self) -> usize {

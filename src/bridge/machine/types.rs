@@ -71,6 +71,8 @@ pub enum EndReason {
     OverCapacity,
     /// The server is shutting down.
     ServerShutdown,
+    /// Nobody spoke for `IDLE_HANGUP_SECONDS`; the agent said goodbye and hung up.
+    Idle,
     /// Gemini failed (`cause`); the caller heard the fallback message and was transferred
     /// (`transferred_to`) or hung up on.
     FellBack {
@@ -130,6 +132,7 @@ impl fmt::Display for EndReason {
             }
             EndReason::OverCapacity => f.write_str("over capacity: MAX_CONCURRENT_CALLS reached"),
             EndReason::ServerShutdown => f.write_str("server shutdown"),
+            EndReason::Idle => f.write_str("idle: the line stayed silent"),
             EndReason::FellBack {
                 cause,
                 transferred_to: Some(to),
@@ -150,6 +153,8 @@ impl fmt::Display for EndReason {
 pub enum AfterPlayout {
     /// Hang up (`end_call`).
     HangUp,
+    /// Hang up a line that stayed silent (end reason [`EndReason::Idle`]).
+    IdleHangUp,
     /// Transfer to this number (`transfer_call`, answering tool call `call_id`).
     Transfer {
         /// E.164 target.

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::CallTask;
+use crate::audio::dtmf;
 use crate::bridge::jobs::{self, JobDone, TransferFor};
 use crate::bridge::machine::{AfterPlayout, EndReason};
 use crate::e164;
@@ -83,6 +84,25 @@ impl CallTask {
                 );
                 self.jobs.spawn_tool(call.id, job);
             }
+            Some(Tool::Builtin(Builtin::SendDtmf)) => {
+                match dtmf::parse_keys(&arg("digits").unwrap_or_default()) {
+                    Ok(keys) => {
+                        self.machine.handle_send_dtmf(&dtmf::tones(&keys), now);
+                        let pressed: String = keys.iter().collect();
+                        let result = json!({"result": format!(
+                            "pressed {pressed}; the tones take {:.1} s to play. Listen for what comes next.",
+                            dtmf::duration(keys.len()).as_secs_f32()
+                        )});
+                        // SILENT: the menu speaks next; the model should listen, not talk
+                        // over it (ignored by models that block on tools).
+                        self.answer_tool(&call.id, &call.name, &result, Some("SILENT"), now);
+                    }
+                    Err(why) => {
+                        let error = json!({"error": why.to_string()});
+                        self.answer_tool(&call.id, &call.name, &error, None, now);
+                    }
+                }
+            }
             Some(Tool::Http(tool)) => {
                 let http = self.app.http.clone();
                 let call_id = self
@@ -152,6 +172,7 @@ impl CallTask {
     pub(super) fn after_playout(&mut self, action: AfterPlayout) {
         match action {
             AfterPlayout::HangUp => self.hang_up_then(EndReason::AgentHungUp),
+            AfterPlayout::IdleHangUp => self.hang_up_then(EndReason::Idle),
             AfterPlayout::Transfer { to, call_id: tool } => {
                 self.transfer(to, TransferFor::Tool(tool))
             }

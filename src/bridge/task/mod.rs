@@ -97,6 +97,8 @@ impl CallTask {
         machine.set_call_deadline(now + app.config.max_call_duration);
         machine.set_stall_timeout(app.config.limits.gemini_stall);
         machine.set_fallback_clip(app.fallback_clip.share());
+        let conversation = &app.config.conversation;
+        machine.set_conversation(conversation.dtmf, Some(conversation.idle));
         let (phone_tx, phone_rx) = socket.split();
         Self {
             app,
