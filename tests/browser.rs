@@ -56,21 +56,14 @@ fn which(program: &str) -> Option<PathBuf> {
 
 /// Three seconds of something a voice detector takes for speech: a voiced source at a
 /// gliding pitch through three formant-like resonances, in syllables with short pauses.
-fn write_speech_like_wav(path: &Path) {
-    const RATE: u32 = 48_000;
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(path, spec).expect("create the WAV");
+fn speech_like(rate: u32, seconds: u32, pitch_hz: f32) -> Vec<i16> {
     let formants = [(700.0f32, 1.0f32), (1_200.0, 0.5), (2_500.0, 0.2)];
     let mut phase = 0.0f32;
-    for n in 0..RATE * 3 {
-        let t = n as f32 / RATE as f32;
-        let pitch = 140.0 + 25.0 * (2.0 * PI * 0.7 * t).sin();
-        phase = (phase + pitch / RATE as f32) % 1.0;
+    let mut samples = Vec::with_capacity((rate * seconds) as usize);
+    for n in 0..rate * seconds {
+        let t = n as f32 / rate as f32;
+        let pitch = pitch_hz + 25.0 * (2.0 * PI * 0.7 * t).sin();
+        phase = (phase + pitch / rate as f32) % 1.0;
         // Harmonics of the pitch, each weighted by how near it is to a formant.
         let mut sample = 0.0;
         for harmonic in 1..30 {
@@ -88,8 +81,24 @@ fn write_speech_like_wav(path: &Path) {
         } else {
             (PI * syllable).sin().powi(2)
         };
-        let value = (sample * envelope * 3_000.0).clamp(-32_000.0, 32_000.0);
-        writer.write_sample(value as i16).expect("write a sample");
+        samples.push((sample * envelope * 3_000.0).clamp(-32_000.0, 32_000.0) as i16);
+    }
+    samples
+}
+
+/// Writes interleaved 16-bit `channels` at `rate` as a WAV file.
+fn write_wav(path: &Path, rate: u32, channels: &[Vec<i16>]) {
+    let spec = hound::WavSpec {
+        channels: channels.len() as u16,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).expect("create the WAV");
+    for n in 0..channels[0].len() {
+        for channel in channels {
+            writer.write_sample(channel[n]).expect("write a sample");
+        }
     }
     writer.finalize().expect("finish the WAV");
 }
@@ -107,14 +116,17 @@ async fn the_console_works_in_a_real_browser() {
         }
     };
     let mut gemini = FakeGemini::start(Behaviour::Echo).await;
-    let server = TestServer::start(&[
-        ("API_TOKEN", API_TOKEN),
-        ("GEMINI_LIVE_URL", &gemini.url()),
-    ])
-    .await;
+    let server =
+        TestServer::start(&[("API_TOKEN", API_TOKEN), ("GEMINI_LIVE_URL", &gemini.url())]).await;
     let scratch = tempfile::tempdir().expect("temp dir");
     let wav = scratch.path().join("speech.wav");
-    write_speech_like_wav(&wav);
+    write_wav(&wav, 48_000, &[speech_like(48_000, 3, 140.0)]);
+    // A recording as the recorder writes one: 8 kHz, caller left, agent right (later).
+    let recording = scratch.path().join("recording.wav");
+    let caller = speech_like(8_000, 6, 130.0);
+    let mut agent = vec![0; 8_000 * 2];
+    agent.extend(speech_like(8_000, 4, 210.0));
+    write_wav(&recording, 8_000, &[caller, agent]);
     let screenshots = Path::new(ROOT).join("target/console-screenshots");
 
     let mut command = tokio::process::Command::new(&tools.node);
@@ -125,12 +137,16 @@ async fn the_console_works_in_a_real_browser() {
         .env("API_TOKEN", API_TOKEN)
         .env("CHROMIUM", &tools.chromium)
         .env("FAKE_AUDIO", &wav)
+        .env("RECORDING_WAV", &recording)
         .env("SCREENSHOTS", &screenshots)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if std::env::var("CONSOLE_DOCS_SCREENSHOT").as_deref() == Ok("1") {
-        command.env("DOCS_SCREENSHOT", Path::new(ROOT).join("docs/console-call.png"));
+        command.env(
+            "DOCS_SCREENSHOT",
+            Path::new(ROOT).join("docs/console-call.png"),
+        );
     }
     let browser = command.spawn().expect("start node");
 
@@ -153,6 +169,9 @@ async fn the_console_works_in_a_real_browser() {
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{report}");
-    assert!(output.status.success(), "the browser checks failed:\n{report}");
+    assert!(
+        output.status.success(),
+        "the browser checks failed:\n{report}"
+    );
     server.stop().await;
 }

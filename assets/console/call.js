@@ -149,7 +149,7 @@ function chart(turns, median) {
   }, svg('title', {}, `turn ${i + 1}: ${value} ms`)));
   const medianLine = median == null ? [] : [
     svg('line', { x1: 0, x2: width, y1: y(median), y2: y(median), class: 'median' }),
-    svg('text', { x: 2, y: Math.max(10, y(median) - 3), class: 'label' }, `p50 ${median} ms`),
+    svg('text', { x: width - 2, y: Math.max(10, y(median) - 3), 'text-anchor': 'end', class: 'label' }, `p50 ${median} ms`),
   ];
   return h('figure', { class: 'chart' },
     svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `Response time of ${turns.length} turns, longest ${Math.max(...turns)} ms` },

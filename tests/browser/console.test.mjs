@@ -4,7 +4,8 @@
 // caller) and passes everything through the environment:
 //   BASE_URL, API_TOKEN, CHROMIUM (the browser binary), FAKE_AUDIO (a WAV the browser's
 //   fake microphone plays), SCREENSHOTS (folder for one screenshot per view), and
-//   DOCS_SCREENSHOT (optional: where to also save the call page's screenshot).
+//   RECORDING_WAV (a stereo WAV served as a recording), DOCS_SCREENSHOT (optional: where
+//   to also save the call page's screenshot).
 //
 // Prints one line per check and `N passed, N failed` at the end; exits 1 on any failure.
 
@@ -142,7 +143,58 @@ await check('the call page shows the transcript', async () => {
   await page.locator('.transcript').getByText('this is your agent').waitFor({ timeout: WAIT_MS });
   await page.locator('#section-status-history').waitFor();
   await shot('call');
+});
+
+await check('timeline, tool calls, latency chart and recording are drawn when the record has them', async () => {
+  // The record as a server with the timeline, latency and recordings gives it (fields fixed
+  // for this round); the recording is a stereo WAV made by the test.
+  const later = (at, ms) => new Date(new Date(at).getTime() + ms).toISOString();
+  await page.route(`**/calls/${callId}`, async (route) => {
+    const response = await route.fetch();
+    const record = await response.json();
+    const t0 = record.created_at;
+    const agentLine = record.transcript.find((line) => line.who === 'agent');
+    record.events = [
+      { at: later(t0, 5), kind: 'stream_start' },
+      { at: later(t0, 180), kind: 'gemini_connected' },
+      { at: later(t0, 340), kind: 'gemini_setup_complete' },
+      { at: later(t0, 950), kind: 'first_agent_audio' },
+      { at: later(t0, 2100), kind: 'caller_turn_end' },
+      { at: later(t0, 2712), kind: 'agent_turn_start', detail: { latency_ms: 612 } },
+      { at: later(t0, 3050), kind: 'tool_call', detail: { name: 'lookup_order', duration_ms: 140, outcome: 'ok' } },
+      { at: later(agentLine.at, 400), kind: 'interrupted' },
+      { at: later(t0, 4400), kind: 'caller_turn_end' },
+      { at: later(t0, 4940), kind: 'agent_turn_start', detail: { latency_ms: 540 } },
+    ];
+    record.events.sort((a, b) => new Date(a.at) - new Date(b.at));
+    record.events.push({ at: later(record.events.at(-1).at, 300), kind: 'end' });
+    record.events_dropped = 0;
+    record.latency = {
+      greeting_ms: 930, greeting_from_start_ms: 610,
+      response_ms: { turns: [612, 540, 701, 488], p50: 576, p95: 701, max: 701 },
+      barge_ins: 1, resumptions: 0,
+    };
+    record.tool_events = [
+      { name: 'lookup_order', detail: { id: 'fc-1', args: { order_number: 'AB729' } }, at: later(t0, 3050) },
+      { name: 'lookup_order', detail: { id: 'fc-1', response: { status: 'shipped', eta: 'Thursday' } }, at: later(t0, 3190) },
+    ];
+    record.recording_url = `/calls/${record.id}/recording`;
+    await route.fulfill({ response, json: record });
+  });
+  await page.route(`**/calls/${callId}/recording`, (route) =>
+    route.fulfill({ path: env('RECORDING_WAV'), contentType: 'audio/wav' }));
+  await page.reload();
+  await page.locator('.timeline tbody tr').nth(10).waitFor({ timeout: WAIT_MS });
+  assert(await page.locator('.chart rect.bar').count() === 4, 'one bar per turn');
+  await page.locator('.transcript .badge').getByText('interrupted').waitFor();
+  await page.locator('.tools').getByText('shipped').waitFor();
+  await page.locator('.player').getByText('caller left, agent right').waitFor({ timeout: WAIT_MS });
+  const source = await page.locator('.player audio').getAttribute('src');
+  assert(source?.startsWith('blob:'), `the player plays ${source}`);
+  await shot('call-full');
   if (process.env.DOCS_SCREENSHOT) await page.screenshot({ path: process.env.DOCS_SCREENSHOT, fullPage: true });
+  await page.unroute(`**/calls/${callId}`);
+  await page.unroute(`**/calls/${callId}/recording`);
 });
 
 await check('starting a call shows the server\'s refusal inline', async () => {
