@@ -149,20 +149,31 @@ async fn the_console_works_in_a_real_browser() {
         );
     }
     let browser = command.spawn().expect("start node");
+    let mut run = tokio::spawn(tokio::time::timeout(
+        BROWSER_RUN,
+        browser.wait_with_output(),
+    ));
 
     // The agent's side of the call: the fake echoes the browser's audio; the words are ours.
-    let session = gemini
-        .try_next_session(Duration::from_secs(60))
-        .await
-        .expect("the browser's call reached Gemini");
-    session.send_input_transcription("hello from the browser");
-    session.send_output_transcription("hi, this is your agent");
-    session.send_turn_complete();
-
-    let output = tokio::time::timeout(BROWSER_RUN, browser.wait_with_output())
-        .await
-        .expect("the browser run finished in time")
-        .expect("node ran");
+    // A browser run that ends before its call reached Gemini is reported as it is.
+    // The session is held to the end: dropping it would hang up the agent.
+    let (_session, ended_early) = tokio::select! {
+        session = gemini.try_next_session(Duration::from_secs(60)) => {
+            let session = session.expect("the browser's call reached Gemini");
+            session.send_input_transcription("hello from the browser");
+            session.send_output_transcription("hi, this is your agent");
+            session.send_turn_complete();
+            (Some(session), None)
+        }
+        result = &mut run => (None, Some(result)),
+    };
+    let output = match ended_early {
+        Some(result) => result,
+        None => run.await,
+    }
+    .expect("the browser run's task")
+    .expect("the browser run finished in time")
+    .expect("node ran");
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
