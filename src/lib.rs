@@ -22,4 +22,5 @@ pub mod shutdown;
 pub mod signature;
 pub mod telephony;
 pub mod tools;
+pub mod web;
 pub mod webhooks;

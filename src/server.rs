@@ -24,9 +24,9 @@ use crate::webhooks;
 pub use body_deadline::{BodyTimedOut, body_timeout_in};
 
 /// Largest message accepted on a phone stream; real ones are a few hundred bytes.
-const MAX_PHONE_MESSAGE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_PHONE_MESSAGE_BYTES: usize = 64 * 1024;
 /// Read buffer of a phone stream.
-const PHONE_READ_BUFFER_BYTES: usize = 4 * 1024;
+pub(crate) const PHONE_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// The application's routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -34,6 +34,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(api::routes(&app.config.limits))
+        // The web console and browser calls; `/web/stream` outranks `/{provider}/stream`.
+        .merge(crate::web::routes(&app.config.limits))
         .route(
             "/{provider}/answer",
             get(webhooks::answer).post(webhooks::answer),

@@ -565,6 +565,7 @@ async fn list_filters_newest_first(url: String) {
         campaign: Some("spring".into()),
         status: Some(CallStatus::Busy),
         limit: 10,
+        ..CallFilter::default()
     };
     assert_eq!(
         listed(store.list(&spring_busy).await.expect("list")),

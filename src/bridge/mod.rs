@@ -6,4 +6,4 @@ pub mod machine;
 pub mod task;
 
 pub use machine::{CallMachine, EndReason, Mode, Output, Speaker};
-pub use task::run_call;
+pub use task::{run_call, run_stream};

@@ -247,7 +247,7 @@ impl ApiRateLimit {
 
 /// A call slot held while `POST /calls` creates the record and dials; given back if the
 /// request fails before the call is placed, kept (under the record's id) once it is.
-struct DialSlot<'a> {
+pub(crate) struct DialSlot<'a> {
     admission: &'a Admission,
     key: String,
     placed: bool,
@@ -257,9 +257,15 @@ impl<'a> DialSlot<'a> {
     /// Takes a slot under a key of its own: the record, whose id will key the call, does not
     /// exist yet, and a refused request should leave none behind.
     fn take(admission: &'a Admission) -> Result<Self, ApiError> {
+        Self::take_for(admission, admission::DIAL_TO_START)
+    }
+
+    /// Takes a slot held for `hold` until the call's stream starts (a browser call's stream
+    /// follows its request at once, a dialled call's only after ringing).
+    pub(crate) fn take_for(admission: &'a Admission, hold: Duration) -> Result<Self, ApiError> {
         let key = format!("dial-{}", uuid::Uuid::new_v4().simple());
         admission
-            .reserve(&key, Instant::now(), admission::DIAL_TO_START)
+            .reserve(&key, Instant::now(), hold)
             .map_err(ApiError::Saturated)?;
         Ok(Self {
             admission,
@@ -269,14 +275,14 @@ impl<'a> DialSlot<'a> {
     }
 
     /// Keys the slot by the call's record, as the call's media stream will claim it.
-    fn bind_to_record(&mut self, record_id: &str) {
+    pub(crate) fn bind_to_record(&mut self, record_id: &str) {
         if self.admission.rename(&self.key, record_id) {
             record_id.clone_into(&mut self.key);
         }
     }
 
     /// The call was placed: the slot stays held until its stream starts or it lapses.
-    fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.placed = true;
     }
 }
@@ -428,10 +434,11 @@ pub async fn create(
 pub struct ListQuery {
     campaign: Option<String>,
     status: Option<String>,
+    direction: Option<String>,
     limit: Option<u32>,
 }
 
-/// `GET /calls?campaign=&status=&limit=`: newest first.
+/// `GET /calls?campaign=&status=&direction=&limit=`: newest first.
 pub async fn list(
     _: Authorized,
     State(app): State<Arc<App>>,
@@ -443,9 +450,20 @@ pub async fn list(
         .map(str::parse::<CallStatus>)
         .transpose()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let direction = match query.direction.as_deref() {
+        None => None,
+        Some("inbound") => Some(Direction::Inbound),
+        Some("outbound") => Some(Direction::Outbound),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown direction {other:?} (expected inbound or outbound)"
+            )));
+        }
+    };
     let mut filter = CallFilter {
         campaign: query.campaign,
         status,
+        direction,
         ..CallFilter::default()
     };
     if let Some(limit) = query.limit {
@@ -499,6 +517,11 @@ pub async fn hang_up(
         return Err(ApiError::Conflict(format!(
             "call {id} has already ended ({})",
             record.status
+        )));
+    }
+    if record.provider == crate::telephony::web::NAME {
+        return Err(ApiError::Conflict(format!(
+            "call {id} is a browser call from the web console: it ends when the browser hangs up or the agent ends it"
         )));
     }
     let control = app.providers.control(&record.provider).ok_or_else(|| {

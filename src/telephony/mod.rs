@@ -12,6 +12,7 @@ pub mod registry;
 pub mod rest;
 pub mod twilio;
 pub mod twilio_numbers;
+pub mod web;
 
 use std::collections::HashMap;
 
@@ -191,6 +192,11 @@ pub trait Provider: Send + Sync + 'static {
         headers: &http::HeaderMap,
         body: &[(String, String)],
     ) -> bool;
+    /// Why calls on this line can never be transferred (told to the agent's `transfer_call`
+    /// at once), or `None` when a transfer may be tried.
+    fn transfer_refusal(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A header's value as text, if present and readable.

@@ -55,7 +55,12 @@ impl CallTask {
                 self.machine.handle_after_playout(AfterPlayout::HangUp, now);
             }
             Some(Tool::Builtin(Builtin::TransferCall)) => {
-                match self.app.tools.transfer_target(arg("number").as_deref()) {
+                // A line that cannot transfer says so now, before the agent's goodbye plays.
+                let target = match self.provider.transfer_refusal() {
+                    Some(refusal) => Err(refusal.to_owned()),
+                    None => self.app.tools.transfer_target(arg("number").as_deref()),
+                };
+                match target {
                     Ok(to) => self.machine.handle_after_playout(
                         AfterPlayout::Transfer {
                             to,

@@ -30,7 +30,7 @@ use crate::gemini::{self, ConnectError, GeminiSocket};
 use crate::metrics::{
     CallOutcome, FRAME_FLUSH_EVERY, FrameCounts, ResumeReason, SessionOutcome, ToolOutcome,
 };
-use crate::telephony::Provider;
+use crate::telephony::{MediaStream, Provider};
 use crate::tools::CallerInfo;
 
 type PhoneSink = SplitSink<WebSocket, PhoneMessage>;
@@ -43,12 +43,23 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs one call to its end. Everything it opens is closed or dropped before it returns.
 pub async fn run_call(socket: WebSocket, provider: &'static dyn Provider, app: Arc<App>) {
+    run_stream(socket, provider, provider.media_stream(), app).await;
+}
+
+/// [`run_call`] with the stream's codec given: one that already knows what its `start` stands
+/// for (a browser call's URL token, [`crate::telephony::web::WebStream::for_call`]).
+pub async fn run_stream(
+    socket: WebSocket,
+    provider: &'static dyn Provider,
+    stream: Box<dyn MediaStream>,
+    app: Arc<App>,
+) {
     let span = tracing::info_span!(
         "call",
         provider = provider.name(),
         call_id = tracing::field::Empty
     );
-    CallTask::new(socket, provider, app)
+    CallTask::new(socket, provider, stream, app)
         .run()
         .instrument(span)
         .await;
@@ -87,13 +98,18 @@ struct CallTask {
 }
 
 impl CallTask {
-    fn new(socket: WebSocket, provider: &'static dyn Provider, app: Arc<App>) -> Self {
+    fn new(
+        socket: WebSocket,
+        provider: &'static dyn Provider,
+        stream: Box<dyn MediaStream>,
+        app: Arc<App>,
+    ) -> Self {
         let mode = match app.config.agent {
             AgentKind::Gemini => Mode::Gemini,
             AgentKind::Echo => Mode::Echo,
         };
         let now = Instant::now().into_std();
-        let mut machine = CallMachine::new(mode, provider.media_stream(), now);
+        let mut machine = CallMachine::new(mode, stream, now);
         machine.set_call_deadline(now + app.config.max_call_duration);
         machine.set_stall_timeout(app.config.limits.gemini_stall);
         machine.set_fallback_clip(app.fallback_clip.share());

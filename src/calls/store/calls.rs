@@ -191,6 +191,9 @@ impl CallStore {
         if filter.status.is_some() {
             conditions.push(format!("status = ${}", conditions.len() + 1));
         }
+        if filter.direction.is_some() {
+            conditions.push(format!("direction = ${}", conditions.len() + 1));
+        }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
@@ -207,6 +210,9 @@ impl CallStore {
         }
         if let Some(status) = filter.status {
             query = query.bind(status.as_str());
+        }
+        if let Some(direction) = filter.direction {
+            query = query.bind(direction.as_str());
         }
         let limit = i64::from(filter.limit.clamp(1, MAX_LIST_LIMIT));
         let rows = query

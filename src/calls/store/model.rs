@@ -236,6 +236,8 @@ pub struct CallFilter {
     pub status: Option<CallStatus>,
     /// At most this many (clamped to 1..=500).
     pub limit: u32,
+    /// Only inbound or only outbound calls.
+    pub direction: Option<Direction>,
 }
 
 impl Default for CallFilter {
@@ -244,6 +246,7 @@ impl Default for CallFilter {
             campaign: None,
             status: None,
             limit: DEFAULT_LIST_LIMIT,
+            direction: None,
         }
     }
 }
