@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod codec;
 mod design;
+pub mod endpoint;
 pub mod report;
 pub mod resample;
 
