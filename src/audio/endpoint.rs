@@ -32,6 +32,10 @@
 //! the arrival time of the frame that carried it (see [`EndpointDetector::push`]), so late or
 //! bunched frames during the hangover do not move it.
 //!
+//! The floor starts as the lowest power heard so far, so a caller who speaks from the very
+//! first frame is heard from their first pause on (before the greeting, which is timed from
+//! the stream's start anyway).
+//!
 //! The detector does no I/O and reads no clock: frames come in with their arrival time, turn
 //! ends come out. Per frame it costs a table lookup, a multiply-add and a compare per sample.
 

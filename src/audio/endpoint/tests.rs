@@ -285,6 +285,35 @@ fn silence_and_line_noise_alone_are_no_turn() {
 }
 
 #[test]
+fn on_a_digitally_silent_line_every_turn_is_found() {
+    // A clean line (a muted phone, silence suppression): nothing but zeros between turns.
+    let t0 = Instant::now();
+    let mut noise = Noise(31);
+    let mut mulaw = vec![0xFFu8; samples(500)];
+    let mut ends = Vec::new();
+    for pieces in [HELLO, YES, OKAY] {
+        let (speech, sounding) = utterance(pieces, &mut noise);
+        let level = rms(speech
+            .iter()
+            .zip(&sounding)
+            .filter(|(_, s)| **s)
+            .map(|(v, _)| *v));
+        let gain = 32_768.0 * 10f32.powf(-26.0 / 20.0) / level;
+        mulaw.extend(speech.iter().map(|s| codec::encode((s * gain) as i16)));
+        ends.push(mulaw.len());
+        mulaw.extend(std::iter::repeat_n(0xFF, samples(1_500)));
+    }
+    let found = detect(&mulaw, t0);
+    assert_eq!(found.len(), 3, "{found:?}");
+    for (turn, end) in found.iter().zip(ends) {
+        assert!(
+            error_ms(turn.at, at_sample(t0, end)).abs() <= 20.0,
+            "{turn:?}"
+        );
+    }
+}
+
+#[test]
 fn a_blip_shorter_than_the_minimum_is_no_turn() {
     let t0 = Instant::now();
     let blip: &[Piece] = &[Piece::Voiced { ms: 60, f0: 150.0 }];

@@ -194,7 +194,8 @@ impl CallMachine {
         };
         match event {
             PhoneEvent::Audio(mulaw) => {
-                self.timeline.caller_audio(mulaw, now);
+                self.timeline
+                    .caller_audio(mulaw, now, self.playout.speaking());
                 if let Some(message) = self.caller.accept(mulaw, route) {
                     self.out.gemini(message);
                 } else if route == Route::Echo {

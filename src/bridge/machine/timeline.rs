@@ -5,7 +5,8 @@
 //! **Response latency** of a turn is the time from the caller's end of speech (found by the
 //! [`EndpointDetector`] on their audio) to the first frame of the agent's reply queued for
 //! the phone. The agent's first turn is the greeting, timed from the stream's start instead;
-//! anything the caller said before it is not a turn the agent answered. A reply that starts
+//! anything the caller said before it is not a turn the agent answered, nor is what they say
+//! over the agent without cutting it off. A reply that starts
 //! while the detector's hangover is still running settles that the caller's turn is over, so
 //! the turn is ended there and then, where the speech stopped.
 //!
@@ -126,10 +127,15 @@ impl Default for Timeline {
 
 impl Timeline {
     /// A frame of the caller's μ-law that arrived at `now`: the detector's arithmetic, and a
-    /// turn end when one is found.
-    pub fn caller_audio(&mut self, mulaw: &[u8], now: Instant) {
+    /// turn end when one is found. A turn that ends while the agent is speaking (and was not
+    /// cut off) is recorded but not awaiting an answer: the agent's next turn follows the
+    /// current one, not the caller's words, so timing it from them would say nothing.
+    pub fn caller_audio(&mut self, mulaw: &[u8], now: Instant, agent_speaking: bool) {
         if let Some(turn) = self.detector.push(mulaw, now) {
             self.caller_turn_ended(turn);
+            if agent_speaking {
+                self.unanswered = None;
+            }
         }
     }
 
@@ -376,6 +382,56 @@ mod tests {
                 .iter()
                 .all(|e| !e.detail.contains_key("latency_ms"))
         );
+    }
+
+    /// Feeds 200 ms of digital silence, 400 ms of a loud 200 Hz tone, then `quiet_ms` of
+    /// silence, as 20 ms frames arriving in real time from `from`; returns when the tone
+    /// stopped.
+    fn speak(
+        timeline: &mut Timeline,
+        from: Instant,
+        quiet_ms: u64,
+        agent_speaking: bool,
+    ) -> Instant {
+        let tone: Vec<u8> = std::iter::repeat_n(0xFF, 1_600)
+            .chain((0..3_200).map(|i| {
+                let phase = std::f32::consts::TAU * 200.0 * i as f32 / 8_000.0;
+                crate::audio::codec::encode((8_000.0 * phase.sin()) as i16)
+            }))
+            .chain(std::iter::repeat_n(0xFF, quiet_ms as usize * 8))
+            .collect();
+        for (k, frame) in tone.chunks(160).enumerate() {
+            let arrived = from + Duration::from_millis(20 * (k as u64 + 1));
+            timeline.caller_audio(frame, arrived, agent_speaking);
+        }
+        from + Duration::from_millis(600)
+    }
+
+    #[test]
+    fn words_said_over_the_agent_are_not_a_turn_it_answers() {
+        let t0 = Instant::now();
+        let mut timeline = Timeline::default();
+        timeline.agent_turn_started(t0);
+        // Over the agent, which goes on: recorded, but the next turn is not its answer.
+        let over = speak(&mut timeline, t0, 400, true);
+        timeline.agent_turn_started(over + Duration::from_millis(900));
+        assert_eq!(timeline.next_unreported_latency(), None);
+        // With the agent silent, the next turn answers it.
+        let from = t0 + Duration::from_secs(3);
+        let stopped = speak(&mut timeline, from, 400, false);
+        timeline.agent_turn_started(stopped + Duration::from_millis(700));
+        let latency = timeline.next_unreported_latency().unwrap_or_default();
+        assert!(
+            latency.abs_diff(Duration::from_millis(700)) <= Duration::from_millis(20),
+            "{latency:?}"
+        );
+        let done = timeline.finish(&EndReason::CallerHungUp, 0, t0 + Duration::from_secs(6), 0);
+        let ends = done
+            .events
+            .iter()
+            .filter(|e| e.kind == "caller_turn_end")
+            .count();
+        assert_eq!(ends, 2, "both turns are on the timeline");
     }
 
     #[test]
