@@ -264,6 +264,12 @@ async fn a_scripted_calls_timeline_lists_what_happened_in_order() {
     caller.hang_up().await;
 
     let record = ended_record(&server, &record).await;
+    if std::env::var_os("SHOW_TIMELINE").is_some() {
+        println!(
+            "{:#}",
+            json!({"events": record["events"], "events_dropped": record["events_dropped"], "latency": record["latency"]})
+        );
+    }
     assert_eq!(
         kinds(&record),
         [

@@ -85,12 +85,61 @@ impl EventKind {
 struct Event {
     at: Instant,
     kind: EventKind,
-    /// Built only for the kinds that have details (a few per call, never per frame).
-    detail: Map<String, Value>,
+    detail: Detail,
+}
+
+/// An entry's facts, compact while the call lasts (a JSON map costs a tree node each) and
+/// turned into the record's `detail` object when it ends.
+#[derive(Debug, Clone, PartialEq)]
+enum Detail {
+    None,
+    SpeechMs(u32),
+    LatencyMs(u32),
+    Resumed(ResumeCause),
+    Closed {
+        code: u16,
+        reason: Box<str>,
+    },
+    Tool {
+        name: Box<str>,
+        duration_ms: u32,
+        outcome: &'static str,
+    },
+    Digit(Box<str>),
+    Reason(Box<str>),
+}
+
+impl Detail {
+    fn into_map(self) -> Map<String, Value> {
+        let fields: Vec<(&str, Value)> = match self {
+            Detail::None => Vec::new(),
+            Detail::SpeechMs(ms) => vec![("speech_ms", json!(ms))],
+            Detail::LatencyMs(ms) => vec![("latency_ms", json!(ms))],
+            Detail::Resumed(cause) => vec![("cause", json!(cause_name(cause)))],
+            Detail::Closed { code, reason } => {
+                vec![("code", json!(code)), ("reason", json!(reason))]
+            }
+            Detail::Tool {
+                name,
+                duration_ms,
+                outcome,
+            } => vec![
+                ("name", json!(name)),
+                ("duration_ms", json!(duration_ms)),
+                ("outcome", json!(outcome)),
+            ],
+            Detail::Digit(digit) => vec![("digit", json!(digit))],
+            Detail::Reason(reason) => vec![("reason", json!(reason))],
+        };
+        fields
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect()
+    }
 }
 
 /// The timeline of one call.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Timeline {
     events: Vec<Event>,
     dropped: u64,
@@ -106,23 +155,6 @@ pub struct Timeline {
     barge_ins: u32,
     /// Why the session being reopened was closed.
     resuming: Option<ResumeCause>,
-}
-
-impl Default for Timeline {
-    fn default() -> Self {
-        Self {
-            events: Vec::new(),
-            dropped: 0,
-            detector: EndpointDetector::new(),
-            unanswered: None,
-            stream_started: None,
-            first_agent_audio: None,
-            turns: Vec::new(),
-            reported: 0,
-            barge_ins: 0,
-            resuming: None,
-        }
-    }
 }
 
 impl Timeline {
@@ -142,22 +174,21 @@ impl Timeline {
     /// The provider's `start` arrived at `now`.
     pub fn stream_started(&mut self, now: Instant) {
         self.stream_started.get_or_insert(now);
-        self.record(now, EventKind::StreamStart, Map::new());
+        self.record(now, EventKind::StreamStart, Detail::None);
     }
 
     /// The WebSocket handshake with Gemini finished at `at` (setup follows).
     pub fn gemini_connected(&mut self, at: Instant) {
-        self.record(at, EventKind::GeminiConnected, Map::new());
+        self.record(at, EventKind::GeminiConnected, Detail::None);
     }
 
     /// A session answered its setup at `now`; `resumed` when it replaced a closed one.
     pub fn gemini_ready(&mut self, resumed: bool, now: Instant) {
         match self.resuming.take().filter(|_| resumed) {
             Some(cause) => {
-                let detail = detail([("cause", json!(cause_name(cause)))]);
-                self.record(now, EventKind::GeminiResumed, detail);
+                self.record(now, EventKind::GeminiResumed, Detail::Resumed(cause));
             }
-            None => self.record(now, EventKind::GeminiSetupComplete, Map::new()),
+            None => self.record(now, EventKind::GeminiSetupComplete, Detail::None),
         }
     }
 
@@ -168,8 +199,12 @@ impl Timeline {
 
     /// Gemini or the network closed the live session at `now`.
     pub fn gemini_closed(&mut self, code: u16, reason: &str, now: Instant) {
-        let detail = detail([("code", json!(code)), ("reason", json!(reason))]);
-        self.record(now, EventKind::GeminiClosed, detail);
+        let reason = reason.into();
+        self.record(
+            now,
+            EventKind::GeminiClosed,
+            Detail::Closed { code, reason },
+        );
     }
 
     /// The first frame of an agent turn was queued for the phone at `now`.
@@ -182,36 +217,35 @@ impl Timeline {
             // The greeting: what the caller said before it is not something it answers.
             self.first_agent_audio = Some(now);
             self.unanswered = None;
-            self.record(now, EventKind::FirstAgentAudio, Map::new());
-            self.record(now, EventKind::AgentTurnStart, Map::new());
+            self.record(now, EventKind::FirstAgentAudio, Detail::None);
+            self.record(now, EventKind::AgentTurnStart, Detail::None);
             return;
         }
         let Some(stopped) = self.unanswered.take() else {
-            self.record(now, EventKind::AgentTurnStart, Map::new());
+            self.record(now, EventKind::AgentTurnStart, Detail::None);
             return;
         };
         let latency_ms = millis(now.saturating_duration_since(stopped));
         if self.turns.len() < MAX_TURNS {
             self.turns.push(latency_ms);
         }
-        let detail = detail([("latency_ms", json!(latency_ms))]);
+        let detail = Detail::LatencyMs(latency_ms);
         self.record(now, EventKind::AgentTurnStart, detail);
     }
 
     /// The caller barged in at `now`: the agent was cut off.
     pub fn interrupted(&mut self, now: Instant) {
         self.barge_ins = self.barge_ins.saturating_add(1);
-        self.record(now, EventKind::Interrupted, Map::new());
+        self.record(now, EventKind::Interrupted, Detail::None);
     }
 
     /// A tool call that started at `started` finished at `now` with `outcome`.
-    pub fn tool_call(&mut self, name: &str, outcome: &str, started: Instant, now: Instant) {
-        let duration_ms = millis(now.saturating_duration_since(started));
-        let detail = detail([
-            ("name", json!(name)),
-            ("duration_ms", json!(duration_ms)),
-            ("outcome", json!(outcome)),
-        ]);
+    pub fn tool_call(&mut self, name: &str, outcome: &'static str, started: Instant, now: Instant) {
+        let detail = Detail::Tool {
+            name: name.into(),
+            duration_ms: millis(now.saturating_duration_since(started)),
+            outcome,
+        };
         self.record(now, EventKind::ToolCall, detail);
     }
 
@@ -219,8 +253,7 @@ impl Timeline {
     pub fn dtmf(&mut self, digit: &str, now: Instant) {
         // A key is one character; a hostile stream's long "digit" is not kept whole.
         let digit: String = digit.chars().take(MAX_DIGIT_CHARS).collect();
-        let detail = detail([("digit", json!(digit))]);
-        self.record(now, EventKind::Dtmf, detail);
+        self.record(now, EventKind::Dtmf, Detail::Digit(digit.into()));
     }
 
     /// The next turn latency not yet handed out (for the metrics), oldest first.
@@ -239,7 +272,7 @@ impl Timeline {
         now: Instant,
         wall_now_ms: i64,
     ) -> CallTimeline {
-        let detail = detail([("reason", json!(reason.to_string()))]);
+        let detail = Detail::Reason(reason.to_string().into());
         self.record(now, EventKind::End, detail);
         let wall_ms = |at: Instant| {
             let before = now.saturating_duration_since(at).as_millis();
@@ -255,7 +288,7 @@ impl Timeline {
                 .map(|event| TimelineEntry {
                     at_ms: wall_ms(event.at),
                     kind: event.kind.as_str().to_owned(),
-                    detail: event.detail,
+                    detail: event.detail.into_map(),
                 })
                 .collect(),
             events_dropped: self.dropped,
@@ -274,14 +307,13 @@ impl Timeline {
 
     fn caller_turn_ended(&mut self, turn: TurnEnd) {
         self.unanswered = Some(turn.at);
-        let speech_ms = millis(turn.speech);
-        let detail = detail([("speech_ms", json!(speech_ms))]);
+        let detail = Detail::SpeechMs(millis(turn.speech));
         self.record(turn.at, EventKind::CallerTurnEnd, detail);
     }
 
     /// Adds an entry in time order: a caller's turn end is found a hangover after the
     /// speech stopped, so it may belong before entries already made.
-    fn record(&mut self, at: Instant, kind: EventKind, detail: Map<String, Value>) {
+    fn record(&mut self, at: Instant, kind: EventKind, detail: Detail) {
         if self.events.len() >= MAX_EVENTS && kind != EventKind::End {
             self.dropped += 1;
             return;
@@ -293,13 +325,6 @@ impl Timeline {
             .map_or(0, |i| i + 1);
         self.events.insert(place, Event { at, kind, detail });
     }
-}
-
-fn detail<const N: usize>(fields: [(&str, Value); N]) -> Map<String, Value> {
-    fields
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect()
 }
 
 fn cause_name(cause: ResumeCause) -> &'static str {
