@@ -378,3 +378,144 @@ async fn the_timeline_keeps_at_most_its_cap_and_counts_the_rest() {
     assert_eq!(kinds.last().map(String::as_str), Some("end"));
     server.stop().await;
 }
+
+/// A stored timeline reads back as `GET /calls/{id}` shows it, with the answer webhook's
+/// entry and greeting latency taken from the record's `in-progress` time, and a second write
+/// replaces the first; on SQLite, and on PostgreSQL when `TEST_POSTGRES_URL` is set.
+#[tokio::test]
+async fn timelines_are_stored_whole_and_read_back_on_both_databases() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = format!("sqlite://{}/records.db", dir.path().display());
+    check_timeline_storage(&sqlite).await;
+    let Ok(server) = std::env::var("TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED the PostgreSQL half: set TEST_POSTGRES_URL to run it");
+        return;
+    };
+    use sqlx::Connection as _;
+    let schema = format!("gp_test_timeline_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("postgres");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test schema");
+    let joiner = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{joiner}options=-c%20search_path%3D{schema}");
+    let checked = tokio::spawn(async move { check_timeline_storage(&url).await }).await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .expect("drop the test schema");
+    checked.expect("the PostgreSQL half passes");
+}
+
+async fn check_timeline_storage(url: &str) {
+    use gemini_phone::calls::store::{
+        CallTimeline, LatencySummary, ResponseLatency, TimelineEntry,
+    };
+    use gemini_phone::calls::{CallStatus, CallStore, NewCall};
+
+    let store = CallStore::connect(url).await.expect("store");
+    let record = store
+        .create(NewCall {
+            provider: "twilio".into(),
+            provider_call_id: Some("CAstore".into()),
+            direction: gemini_phone::telephony::Direction::Inbound,
+            from: "+15550001111".into(),
+            to: "+15550002222".into(),
+            campaign: None,
+            prompt: None,
+            vars: serde_json::Map::new(),
+            status: CallStatus::Ringing,
+        })
+        .await
+        .expect("create");
+    let before = store.get(&record.id).await.expect("get").expect("record");
+    assert!(before.latency.is_none() && before.events.is_empty());
+    store
+        .record_status(&record.id, CallStatus::InProgress)
+        .await
+        .expect("answered");
+    let answered = store
+        .get(&record.id)
+        .await
+        .expect("get")
+        .expect("record")
+        .history[1]
+        .at
+        .clone();
+    let answered_ms = support_unix_ms(&answered);
+    let entry = |at_ms: i64, kind: &str, detail: Value| TimelineEntry {
+        at_ms,
+        kind: kind.into(),
+        detail: detail.as_object().cloned().unwrap_or_default(),
+    };
+    let mut timeline = CallTimeline {
+        events: vec![
+            entry(answered_ms + 40, "stream_start", json!({})),
+            entry(answered_ms + 900, "first_agent_audio", json!({})),
+            entry(
+                answered_ms + 5_000,
+                "end",
+                json!({"reason": "caller hung up"}),
+            ),
+        ],
+        events_dropped: 3,
+        latency: LatencySummary {
+            greeting_from_start_ms: Some(860),
+            response_ms: ResponseLatency::of(vec![612, 540]),
+            barge_ins: 1,
+            ..LatencySummary::default()
+        },
+        first_agent_audio_ms: Some(answered_ms + 900),
+    };
+    store
+        .save_timeline(&record.id, &timeline)
+        .await
+        .expect("save");
+    let shown = serde_json::to_value(store.get(&record.id).await.expect("get").expect("record"))
+        .expect("JSON");
+    assert_eq!(
+        kinds(&shown),
+        ["answer_webhook", "stream_start", "first_agent_audio", "end"]
+    );
+    assert_eq!(shown["events"][0]["at"], answered.as_str());
+    assert_eq!(
+        shown["events"][3]["detail"],
+        json!({"reason": "caller hung up"})
+    );
+    assert_eq!(shown["events_dropped"], 3);
+    assert_eq!(
+        shown["latency"],
+        json!({
+            "greeting_ms": 900, "greeting_from_start_ms": 860,
+            "response_ms": {"turns": [612, 540], "p50": 540, "p95": 612, "max": 612},
+            "barge_ins": 1, "resumptions": 0
+        })
+    );
+    timeline.events_dropped = 0;
+    store
+        .save_timeline(&record.id, &timeline)
+        .await
+        .expect("save again");
+    let again = store.get(&record.id).await.expect("get").expect("record");
+    assert_eq!((again.events.len(), again.events_dropped), (4, 0));
+    store.close().await;
+}
+
+/// Unix milliseconds of an RFC 3339 UTC time with milliseconds, as records show them.
+fn support_unix_ms(at: &str) -> i64 {
+    let field = |range: std::ops::Range<usize>| at[range].parse::<i64>().expect("digits");
+    let (year, month, day) = (field(0..4), field(5..7), field(8..10));
+    // Days from the civil date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + field(11..13) * 3_600 + field(14..16) * 60 + field(17..19);
+    seconds * 1_000 + field(20..23)
+}
