@@ -106,9 +106,12 @@ impl Provider {
 fn live_machine(provider: Provider) -> CallMachine {
     let mut machine = CallMachine::new(Mode::Gemini, provider.stream(), Instant::now());
     if let Provider::Twilio = provider {
-        machine.handle_phone_text(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#);
+        machine.handle_phone_text(
+            r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+            Instant::now(),
+        );
     }
-    machine.handle_phone_text(&provider.start_message());
+    machine.handle_phone_text(&provider.start_message(), Instant::now());
     let mut started = false;
     while let Some(output) = machine.poll_output() {
         started |= matches!(output, Output::Started(_));
@@ -163,7 +166,7 @@ fn uplink(c: &mut Criterion) {
             .map(|i| provider.media_message(i as u64 + 2, &mulaw_frame(i * 160)))
             .collect();
         let mut machine = live_machine(provider);
-        machine.handle_phone_text(&messages[0]);
+        machine.handle_phone_text(&messages[0], Instant::now());
         assert_eq!(
             drain(&mut machine),
             (0, 1),
@@ -172,7 +175,7 @@ fn uplink(c: &mut Criterion) {
         let mut i = 0;
         group.bench_function(provider.name(), |b| {
             b.iter(|| {
-                machine.handle_phone_text(black_box(&messages[i % messages.len()]));
+                machine.handle_phone_text(black_box(&messages[i % messages.len()]), Instant::now());
                 i += 1;
                 drain(&mut machine)
             });

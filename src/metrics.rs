@@ -163,7 +163,8 @@ pub enum ToolOutcome {
 }
 
 impl ToolOutcome {
-    fn as_str(self) -> &'static str {
+    /// The label value (`ok`, `error`, `cancelled`, `abandoned`), also used in call timelines.
+    pub fn as_str(self) -> &'static str {
         match self {
             ToolOutcome::Ok => "ok",
             ToolOutcome::Error => "error",

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 fn live_machine(provider: &dyn Provider, start: &str) -> CallMachine {
     let mut machine = CallMachine::new(Mode::Gemini, provider.media_stream(), Instant::now());
-    machine.handle_phone_text(start);
+    machine.handle_phone_text(start, Instant::now());
     let config = GeminiConfig {
         api_key: Secret::new("k"),
         model: "gemini-3.8-live".into(),
@@ -103,7 +103,7 @@ fn play(
     let mut machine = live_machine(provider, start);
     for (from_phone, bytes) in events {
         if from_phone {
-            machine.handle_phone_text(&String::from_utf8_lossy(&bytes));
+            machine.handle_phone_text(&String::from_utf8_lossy(&bytes), Instant::now());
         } else {
             machine.handle_gemini_frame(&bytes, Instant::now());
         }

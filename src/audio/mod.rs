@@ -5,6 +5,7 @@ pub mod clip;
 pub mod codec;
 mod design;
 pub mod dtmf;
+pub mod endpoint;
 pub mod report;
 pub mod resample;
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::store::{CallStatus, CallStore};
+use super::store::{CallStatus, CallStore, CallTimeline};
 
 /// Updates queued before new ones are dropped (with a warning) because the database stalls.
 const QUEUE: usize = 8_192;
@@ -31,6 +31,10 @@ enum Update {
         id: String,
         duration_seconds: Option<i64>,
         end_reason: String,
+    },
+    Timeline {
+        id: String,
+        timeline: Box<CallTimeline>,
     },
 }
 
@@ -72,6 +76,7 @@ impl Recorder {
                             .finish_if_unset(id, *duration_seconds, Some(end_reason))
                             .await
                     }
+                    Update::Timeline { id, timeline } => store.save_timeline(id, timeline).await,
                 };
                 if let Err(error) = result {
                     tracing::error!(%error, "could not write a call record update");
@@ -135,6 +140,14 @@ impl Recorder {
             id: id.to_owned(),
             duration_seconds,
             end_reason,
+        });
+    }
+
+    /// The call's timeline and latency summary, once it has ended.
+    pub fn timeline(&self, id: &str, timeline: CallTimeline) {
+        self.send(Update::Timeline {
+            id: id.to_owned(),
+            timeline: Box::new(timeline),
         });
     }
 }

@@ -61,6 +61,16 @@ pub async fn connect(
     config: &GeminiConfig,
     setup_message: &str,
 ) -> Result<GeminiSocket, ConnectError> {
+    let (socket, _handshake_done) = connect_timed(config, setup_message).await?;
+    Ok(socket)
+}
+
+/// [`connect`], also saying when the WebSocket handshake finished (the rest of the wait was
+/// Gemini's setup), for the call's timeline.
+pub async fn connect_timed(
+    config: &GeminiConfig,
+    setup_message: &str,
+) -> Result<(GeminiSocket, std::time::Instant), ConnectError> {
     tokio::time::timeout(config.setup_timeout, connect_inner(config, setup_message))
         .await
         .map_err(|_| ConnectError::Timeout(config.setup_timeout))?
@@ -69,10 +79,11 @@ pub async fn connect(
 async fn connect_inner(
     config: &GeminiConfig,
     setup_message: &str,
-) -> Result<GeminiSocket, ConnectError> {
+) -> Result<(GeminiSocket, std::time::Instant), ConnectError> {
     let mut socket = open(config).await?;
+    let handshake_done = std::time::Instant::now();
     complete_setup(&mut socket, setup_message).await?;
-    Ok(socket)
+    Ok((socket, handshake_done))
 }
 
 /// The WebSocket handshake alone, without a time limit: [`connect`] is what calls use;

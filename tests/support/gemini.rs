@@ -329,6 +329,23 @@ impl GeminiSession {
         self.send(json!({"serverContent": {"modelTurn": {"role": "model", "parts": [audio_part(pcm24k)]}}}));
     }
 
+    /// Answers as a model that took until `at` to reply: one audio chunk, then `turnComplete`,
+    /// sent at `at` from a task of its own, so the test can go on streaming the caller's audio
+    /// meanwhile.
+    pub fn answer_at(&self, at: Instant, pcm24k: &[i16]) {
+        let messages = [
+            json!({"serverContent": {"modelTurn": {"role": "model", "parts": [audio_part(pcm24k)]}}}),
+            json!({"serverContent": {"turnComplete": true}}),
+        ];
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            for message in messages {
+                let _ = out.send(Out::Msg(Message::binary(message.to_string().into_bytes())));
+            }
+        });
+    }
+
     /// Send a model audio chunk with an `outputTranscription` bundled in the same serverContent (3.x style).
     pub fn send_audio_with_transcript(&self, pcm24k: &[i16], text: &str) {
         self.send(json!({"serverContent": {

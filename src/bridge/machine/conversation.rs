@@ -18,14 +18,11 @@ impl CallMachine {
     }
 
     /// The provider reported a keypress.
-    pub(super) fn on_keypress(&mut self, digit: &str) {
+    pub(super) fn on_keypress(&mut self, digit: &str, now: Instant) {
         if self.mode != Mode::Gemini {
             return tracing::info!(%digit, "caller pressed a key");
         }
         self.idle.caller_active();
-        // Keypresses are rare, so reading the clock here costs nothing (the per-frame
-        // audio path never does).
-        let now = Instant::now();
         if let Some(group) = self.keypad.press(digit, now, &mut self.timers) {
             self.send_keypad_group(group, now);
         }

@@ -7,7 +7,8 @@
 //! reconnects and watchdogs are tested here without a socket.
 //!
 //! The machine is made of sub-machines, one per concern — [`caller::CallerAudio`],
-//! [`playout::Playout`], [`session::Session`], [`transcript::Transcript`] — sharing one
+//! [`playout::Playout`], [`session::Session`], [`transcript::Transcript`],
+//! [`timeline::Timeline`] — sharing one
 //! [`outbox::Outbox`] of commands and one [`timers::Timers`] table.
 
 mod caller;
@@ -17,6 +18,7 @@ mod keypad;
 mod outbox;
 mod playout;
 mod session;
+mod timeline;
 mod timers;
 mod transcript;
 mod types;
@@ -32,6 +34,7 @@ use serde_json::Value;
 pub use caller::{INPUT_WINDOW, MAX_FRAME_BYTES};
 pub use playout::PLAYOUT_TIMEOUT;
 pub use session::{DEFAULT_STALL_TIMEOUT, MAX_RECONNECT_ATTEMPTS, Resumptions};
+pub use timeline::{MAX_EVENTS, Timeline};
 pub use timers::Timer;
 pub use types::{AfterPlayout, EndReason, Mode, Output, Speaker};
 
@@ -86,6 +89,7 @@ pub struct CallMachine {
     transcript: Transcript,
     keypad: Keypad,
     idle: Idle,
+    timeline: Timeline,
     /// Ids of blocking tool calls not yet answered; caller audio is held meanwhile.
     blocking_tools: Vec<String>,
     /// Whether the phone sent anything since the last silence check (cheaper than reading
@@ -114,6 +118,7 @@ impl CallMachine {
             transcript: Transcript::default(),
             keypad: Keypad::default(),
             idle: Idle::default(),
+            timeline: Timeline::default(),
             blocking_tools: Vec::new(),
             phone_heard: false,
             fallback: None,
@@ -173,8 +178,14 @@ impl CallMachine {
         self.caller.guard.dropped_frames
     }
 
-    /// A text frame from the phone.
-    pub fn handle_phone_text(&mut self, text: &str) {
+    /// The call's timeline, for what the task alone sees (Gemini's handshake, tool calls)
+    /// and for handing over when the call ends.
+    pub fn timeline_mut(&mut self) -> &mut Timeline {
+        &mut self.timeline
+    }
+
+    /// A text frame from the phone, received at `now`.
+    pub fn handle_phone_text(&mut self, text: &str, now: Instant) {
         if self.is_ended() {
             return;
         }
@@ -193,14 +204,19 @@ impl CallMachine {
         match event {
             PhoneEvent::Audio(mulaw) => {
                 self.idle.caller_frame(mulaw);
+                self.timeline
+                    .caller_audio(mulaw, now, self.playout.speaking());
                 if let Some(message) = self.caller.accept(mulaw, route) {
                     self.out.gemini(message);
                 } else if route == Route::Echo {
                     self.play_echo();
                 }
             }
-            PhoneEvent::Started(start) => self.on_started(start),
-            PhoneEvent::Dtmf(digit) => self.on_keypress(&digit),
+            PhoneEvent::Started(start) => self.on_started(start, now),
+            PhoneEvent::Dtmf(digit) => {
+                self.timeline.dtmf(&digit, now);
+                self.on_keypress(&digit, now);
+            }
             PhoneEvent::MarkPlayed(name) => {
                 tracing::debug!(%name, "playback reached mark");
                 if let Some(action) = self.playout.mark_played(&name, &mut self.timers) {
@@ -245,6 +261,7 @@ impl CallMachine {
             return;
         }
         let resumed = self.phase == Phase::Reconnecting;
+        self.timeline.gemini_ready(resumed, now);
         self.phase = Phase::Live;
         self.session.opened();
         if !self.session.greeted {
@@ -281,6 +298,7 @@ impl CallMachine {
         if self.phase != Phase::Live {
             return;
         }
+        self.timeline.gemini_closed(code, &reason, now);
         if self.session.can_resume_after(code, &reason) {
             tracing::warn!(code, %reason, "Gemini connection lost; resuming the session");
             self.resume(ResumeCause::ConnectionLost);
@@ -482,10 +500,11 @@ impl CallMachine {
         self.fail_gemini(EndReason::GeminiStalled, now);
     }
 
-    fn on_started(&mut self, start: StreamStart) {
+    fn on_started(&mut self, start: StreamStart, now: Instant) {
         if self.phase != Phase::AwaitingStart {
             return;
         }
+        self.timeline.stream_started(now);
         self.timers.clear(Timer::Start);
         self.phase = match self.mode {
             Mode::Echo => Phase::Live,
@@ -508,7 +527,8 @@ impl CallMachine {
                 {
                     continue;
                 }
-                if !self.playout.speaking() {
+                let turn_starts = !self.playout.speaking();
+                if turn_starts {
                     // The agent starts answering: the caller's line is complete.
                     self.transcript.flush(Speaker::Caller, &mut self.out);
                 }
@@ -516,6 +536,9 @@ impl CallMachine {
                     Ok(()) => {
                         self.model_answered();
                         self.idle.agent_audio(now, blob.data.len() * 3 / 4);
+                        if turn_starts {
+                            self.timeline.agent_turn_started(now);
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "dropping undecodable audio from Gemini");
@@ -535,6 +558,7 @@ impl CallMachine {
             self.transcript.push(Speaker::Agent, &t.text);
         }
         if content.interrupted {
+            self.timeline.interrupted(now);
             self.playout.interrupt(&mut self.out);
             self.transcript.flush(Speaker::Agent, &mut self.out);
         }
@@ -609,6 +633,7 @@ impl CallMachine {
             return;
         }
         self.session.resumptions.count(cause);
+        self.timeline.resuming(cause);
         self.playout.cut(&mut self.out);
         self.timers.clear(Timer::GoAway);
         self.timers.clear(Timer::Stall);

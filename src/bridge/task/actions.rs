@@ -154,6 +154,9 @@ impl CallTask {
     /// Counts the tool call `id` as finished (once: later reports of it are ignored).
     pub(super) fn tool_finished(&mut self, id: &str, outcome: ToolOutcome) {
         if let Some((tool, started)) = self.tools_in_flight.remove(id) {
+            let (started, now) = (started.into_std(), Instant::now().into_std());
+            let timeline = self.machine.timeline_mut();
+            timeline.tool_call(&tool, outcome.as_str(), started, now);
             self.app
                 .metrics
                 .tool_call(&tool, outcome, started.elapsed());

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message as GeminiMessage;
 use tracing::Instrument;
 
 mod actions;
+mod observe;
 
 use super::jobs::{self, AdmittedCall, JobDone, Jobs, TransferFor};
 use super::machine::{CallMachine, EndReason, Mode, Output};
@@ -36,7 +37,9 @@ use crate::tools::CallerInfo;
 type PhoneSink = SplitSink<WebSocket, PhoneMessage>;
 type GeminiSink = SplitSink<GeminiSocket, GeminiMessage>;
 type GeminiStream = SplitStream<GeminiSocket>;
-type Connecting = Pin<Box<dyn Future<Output = Result<GeminiSocket, ConnectError>> + Send>>;
+/// An opening session: the socket and when its handshake finished, once setup is complete.
+type Connecting = Pin<Box<dyn Future<Output = Result<Connected, ConnectError>> + Send>>;
+type Connected = (GeminiSocket, std::time::Instant);
 
 /// How long closing a socket may take before we simply drop it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -170,7 +173,8 @@ impl CallTask {
         match frame {
             Some(Ok(PhoneMessage::Text(text))) => {
                 self.frames.from_phone += 1;
-                self.machine.handle_phone_text(&text)
+                self.machine
+                    .handle_phone_text(&text, Instant::now().into_std())
             }
             Some(Ok(PhoneMessage::Binary(_))) => self.machine.handle_phone_binary(),
             Some(Ok(PhoneMessage::Close(_))) | None => {
@@ -214,12 +218,14 @@ impl CallTask {
                     .handle_gemini_closed(1006, "connection ended".into(), now);
             }
         }
+        self.report_response_latency();
     }
 
-    fn on_connected(&mut self, result: Result<GeminiSocket, ConnectError>) {
+    fn on_connected(&mut self, result: Result<Connected, ConnectError>) {
         let now = Instant::now().into_std();
         match result {
-            Ok(socket) => {
+            Ok((socket, handshake_done)) => {
+                self.machine.timeline_mut().gemini_connected(handshake_done);
                 let (tx, rx) = socket.split();
                 self.gemini_tx = Some(tx);
                 self.gemini_rx = Some(rx);
@@ -339,10 +345,9 @@ impl CallTask {
                 }
                 Output::ConnectGemini(setup) => {
                     if let Some(config) = self.app.config.gemini.clone() {
-                        self.connecting =
-                            Some(Box::pin(
-                                async move { gemini::connect(&config, &setup).await },
-                            ));
+                        self.connecting = Some(Box::pin(async move {
+                            gemini::client::connect_timed(&config, &setup).await
+                        }));
                     }
                 }
                 Output::CloseGemini => self.close_gemini().await,
@@ -490,6 +495,7 @@ impl CallTask {
     async fn shut_down(mut self, reason: &EndReason) {
         tracing::info!(%reason, dropped_caller_frames = self.machine.dropped_caller_frames(), "call ended");
         self.report_metrics(reason);
+        self.hand_over_timeline(reason);
         if let Some(call) = &self.call
             && let Some(id) = &call.record
         {
@@ -548,7 +554,7 @@ async fn next_or_pending<S: Stream + Unpin>(stream: &mut Option<S>) -> Option<S:
 
 async fn connect_or_pending(
     connecting: &mut Option<Connecting>,
-) -> Result<GeminiSocket, ConnectError> {
+) -> Result<Connected, ConnectError> {
     match connecting {
         Some(future) => future.as_mut().await,
         None => std::future::pending().await,

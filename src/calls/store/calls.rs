@@ -96,6 +96,9 @@ impl CallStore {
             }],
             transcript: Vec::new(),
             tool_events: Vec::new(),
+            events: Vec::new(),
+            events_dropped: 0,
+            latency: None,
         })
     }
 
@@ -151,6 +154,7 @@ impl CallStore {
                 _ => {}
             }
         }
+        self.load_timeline(&mut record).await?;
         Ok(Some(record))
     }
 
@@ -556,6 +560,9 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         history: Vec::new(),
         transcript: Vec::new(),
         tool_events: Vec::new(),
+        events: Vec::new(),
+        events_dropped: 0,
+        latency: None,
         id,
     })
 }

@@ -20,6 +20,7 @@ mod calls;
 mod instances;
 pub mod model;
 mod outbox;
+pub mod timeline;
 mod tokens;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub use model::{
     TranscriptLine,
 };
 pub use outbox::{PostCallDelivery, PostCallState};
+pub use timeline::{CallTimeline, LatencySummary, ResponseLatency, TimelineEntry, TimelineEvent};
 
 /// The embedded migrations (`migrations/` at the crate root).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -194,6 +194,14 @@ pub struct CallRecord {
     pub transcript: Vec<TranscriptLine>,
     /// The agent's tool calls and results, oldest first (empty in [`CallStore::list`] results).
     pub tool_events: Vec<ToolEvent>,
+    /// What happened when, in milliseconds, once the call has ended (empty before, and in
+    /// [`CallStore::list`] results).
+    pub events: Vec<super::TimelineEvent>,
+    /// Timeline entries left out because the call reached the cap.
+    pub events_dropped: u64,
+    /// Greeting and response latency, barge-ins and resumptions; `null` until the call has
+    /// ended (and in [`CallStore::list`] results).
+    pub latency: Option<super::LatencySummary>,
 }
 
 /// One entry of a call's status history.

@@ -73,7 +73,7 @@ fn live() -> CallMachine {
     let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
     // The stall watchdog has tests of its own; here the model may take its time.
     m.set_stall_timeout(Duration::from_secs(3_600));
-    m.handle_phone_text(START);
+    m.handle_phone_text(START, Instant::now());
     assert_eq!(kinds(&drain(&mut m)), ["started"]);
     m.handle_session_setup(setup());
     assert_eq!(kinds(&drain(&mut m)), ["connect"]);
@@ -85,11 +85,11 @@ fn live() -> CallMachine {
 #[test]
 fn caller_audio_is_held_while_connecting_and_sent_after_the_greeting() {
     let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
-    m.handle_phone_text(START);
+    m.handle_phone_text(START, Instant::now());
     m.handle_session_setup(setup());
     drain(&mut m);
     for _ in 0..5 {
-        m.handle_phone_text(&media(&[0xFF; 160]));
+        m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     }
     assert!(
         drain(&mut m).is_empty(),
@@ -112,7 +112,7 @@ fn caller_audio_is_held_while_connecting_and_sent_after_the_greeting() {
 #[test]
 fn every_phone_frame_goes_up_at_once() {
     let mut m = live();
-    m.handle_phone_text(&media(&[0x7F; 160]));
+    m.handle_phone_text(&media(&[0x7F; 160]), Instant::now());
     assert_eq!(kinds(&drain(&mut m)), ["audio-up"]);
 }
 
@@ -241,7 +241,7 @@ fn go_away_waits_for_the_end_of_the_turn() {
     let k = kinds(&out);
     assert_eq!(&k[k.len() - 2..], ["close-gemini", "connect"]);
     // While the new session opens, caller audio waits; then it flows again.
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     assert!(drain(&mut m).is_empty());
     m.handle_gemini_ready(Instant::now());
     assert_eq!(kinds(&drain(&mut m)), ["audio-up"], "no second greeting");
@@ -312,7 +312,7 @@ fn fatal_closes_end_the_call_with_the_reason() {
             reason: "API key not valid. Please pass a valid API key.".into()
         })]
     );
-    m.handle_phone_text(&media(&[0; 160]));
+    m.handle_phone_text(&media(&[0; 160]), Instant::now());
     m.handle_gemini_frame(&model_audio(480), Instant::now());
     assert!(drain(&mut m).is_empty(), "nothing happens after the end");
 }
@@ -321,7 +321,10 @@ fn fatal_closes_end_the_call_with_the_reason() {
 fn no_start_ends_the_call() {
     let now = Instant::now();
     let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), now);
-    m.handle_phone_text(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#);
+    m.handle_phone_text(
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+        Instant::now(),
+    );
     m.handle_timeout(now + START_TIMEOUT - Duration::from_millis(1));
     assert!(drain(&mut m).is_empty());
     m.handle_timeout(now + START_TIMEOUT);
@@ -334,12 +337,12 @@ fn the_call_ends_at_its_deadline() {
     let deadline = Instant::now() + Duration::from_secs(1800);
     m.set_call_deadline(deadline);
     // The caller keeps talking, so only the call deadline can end the call.
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     drain(&mut m);
     m.handle_timeout(deadline - Duration::from_millis(1));
     assert!(drain(&mut m).is_empty());
     assert_eq!(m.poll_timeout(), Some(deadline));
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     drain(&mut m);
     m.handle_timeout(deadline);
     assert_eq!(drain(&mut m), [Output::End(EndReason::MaxDuration)]);
@@ -374,10 +377,12 @@ fn a_hang_up_waits_for_the_goodbye_to_play() {
     );
     m.handle_phone_text(
         r#"{"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":"turn-1"}}"#,
+        Instant::now(),
     );
     assert!(drain(&mut m).is_empty(), "other marks do not count");
     m.handle_phone_text(
         r#"{"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":"playout"}}"#,
+        Instant::now(),
     );
     assert_eq!(drain(&mut m), [Output::PlayedOut(AfterPlayout::HangUp)]);
     m.finish(EndReason::AgentHungUp);
@@ -404,11 +409,11 @@ fn a_hang_up_goes_ahead_when_the_mark_never_comes_back() {
 fn a_phone_stream_that_goes_quiet_is_ended() {
     let opened = Instant::now();
     let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), opened);
-    m.handle_phone_text(START);
+    m.handle_phone_text(START, Instant::now());
     drain(&mut m);
     m.set_stall_timeout(Duration::from_secs(3_600));
     let first = opened + PHONE_SILENCE_TIMEOUT;
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     m.handle_timeout(first);
     assert!(drain(&mut m).is_empty(), "audio arrived in time");
     m.handle_timeout(first + PHONE_SILENCE_TIMEOUT - Duration::from_millis(1));
@@ -423,7 +428,7 @@ fn a_phone_stream_that_goes_quiet_is_ended() {
 #[test]
 fn audio_is_held_while_a_blocking_model_waits_for_a_tool() {
     let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
-    m.handle_phone_text(START);
+    m.handle_phone_text(START, Instant::now());
     let mut old_model = setup();
     old_model.model = "models/gemini-2.5-flash-native-audio-latest".into();
     m.handle_session_setup(old_model);
@@ -434,13 +439,13 @@ fn audio_is_held_while_a_blocking_model_waits_for_a_tool() {
         Instant::now(),
     );
     drain(&mut m);
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     assert!(
         drain(&mut m).is_empty(),
         "audio during a blocking call risks a 1008 close"
     );
     m.handle_tool_result("a", "f", &json!({"ok": true}), None, Instant::now());
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     assert_eq!(
         kinds(&drain(&mut m)),
         ["gemini"],
@@ -453,7 +458,7 @@ fn audio_is_held_while_a_blocking_model_waits_for_a_tool() {
         ["audio-up", "cancel"],
         "held audio flows once nothing is pending"
     );
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     assert_eq!(kinds(&drain(&mut m)), ["audio-up"]);
 }
 
@@ -465,25 +470,25 @@ fn audio_keeps_flowing_while_a_non_blocking_model_runs_tools() {
         Instant::now(),
     );
     drain(&mut m);
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     assert_eq!(kinds(&drain(&mut m)), ["audio-up"]);
 }
 
 #[test]
 fn stop_ends_the_call() {
     let mut m = live();
-    m.handle_phone_text(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#);
+    m.handle_phone_text(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#, Instant::now());
     assert_eq!(drain(&mut m), [Output::End(EndReason::CallerHungUp)]);
 }
 
 #[test]
 fn echo_mode_reframes_the_callers_audio() {
     let mut m = CallMachine::new(Mode::Echo, Twilio.media_stream(), Instant::now());
-    m.handle_phone_text(START);
+    m.handle_phone_text(START, Instant::now());
     drain(&mut m);
-    m.handle_phone_text(&media(&[1; 100]));
+    m.handle_phone_text(&media(&[1; 100]), Instant::now());
     assert!(drain(&mut m).is_empty(), "a partial frame waits");
-    m.handle_phone_text(&media(&[2; 100]));
+    m.handle_phone_text(&media(&[2; 100]), Instant::now());
     let out = drain(&mut m);
     assert_eq!(kinds(&out), ["play"]);
 }
@@ -513,7 +518,7 @@ fn garbage_from_either_side_changes_nothing() {
         r#"{"event":7}"#,
         r#"{"event":"media","media":{"payload":"*"}}"#,
     ] {
-        m.handle_phone_text(junk);
+        m.handle_phone_text(junk, Instant::now());
     }
     m.handle_phone_binary();
     for junk in [

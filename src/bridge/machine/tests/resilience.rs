@@ -83,7 +83,7 @@ fn abnormal_closes_resume_with_backoff_while_a_handle_is_held() {
         m.handle_timeout(now + Duration::from_millis(500));
         assert_eq!(kinds(&drain(&mut m)), ["connect"]);
         // Caller audio meanwhile is held, then flows when the session is back.
-        m.handle_phone_text(&media(&[0xFF; 160]));
+        m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
         assert!(drain(&mut m).is_empty());
         m.handle_gemini_ready(now);
         assert_eq!(kinds(&drain(&mut m)), ["audio-up"], "code {code}");
@@ -107,7 +107,7 @@ fn a_close_without_a_handle_or_a_refusal_ends_the_call() {
 fn oversized_and_faster_than_real_time_audio_is_dropped_and_a_flood_ends_the_call() {
     let opened = Instant::now();
     let mut m = live();
-    m.handle_phone_text(&media(&[0xFF; MAX_FRAME_BYTES + 1]));
+    m.handle_phone_text(&media(&[0xFF; MAX_FRAME_BYTES + 1]), Instant::now());
     assert!(drain(&mut m).is_empty(), "an oversized payload is dropped");
     assert_eq!(m.dropped_caller_frames(), 1);
     let mut now = opened;
@@ -116,7 +116,7 @@ fn oversized_and_faster_than_real_time_audio_is_dropped_and_a_flood_ends_the_cal
     // Ten times real time, window after window.
     for _ in 0..10 {
         for _ in 0..1_000 {
-            m.handle_phone_text(&media(&[0xFF; 160]));
+            m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
         }
         sent_up += kinds(&drain(&mut m))
             .iter()
@@ -142,7 +142,7 @@ fn real_time_audio_is_never_dropped() {
     let mut now = Instant::now();
     for _ in 0..30 {
         for _ in 0..100 {
-            m.handle_phone_text(&media(&[0xFF; 160]));
+            m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
         }
         assert_eq!(kinds(&drain(&mut m)), ["audio-up"; 100]);
         now += INPUT_WINDOW;
@@ -220,11 +220,12 @@ fn a_lost_session_plays_the_fallback_then_asks_for_the_next_step() {
     assert_eq!(k.last(), Some(&"mark"), "{k:?}");
     assert!(!m.is_ended(), "the caller is still listening");
     // Caller audio and Gemini frames change nothing meanwhile.
-    m.handle_phone_text(&media(&[0xFF; 160]));
+    m.handle_phone_text(&media(&[0xFF; 160]), Instant::now());
     m.handle_gemini_frame(&model_audio(480), now);
     assert!(drain(&mut m).is_empty());
     m.handle_phone_text(
         r#"{"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":"playout"}}"#,
+        Instant::now(),
     );
     assert_eq!(
         drain(&mut m),
@@ -251,7 +252,7 @@ fn without_a_clip_a_lost_session_ends_the_call_at_once() {
 fn a_session_refused_at_the_start_falls_back_and_a_lost_mark_does_not_strand_the_call() {
     let mut m = CallMachine::new(Mode::Gemini, Twilio.media_stream(), Instant::now());
     m.set_fallback_clip(std::sync::Arc::from(vec![0x10u8; 8_000]));
-    m.handle_phone_text(START);
+    m.handle_phone_text(START, Instant::now());
     m.handle_session_setup(setup());
     drain(&mut m);
     let now = Instant::now();
@@ -282,7 +283,7 @@ fn a_pending_hang_up_gives_way_to_the_fallback_and_a_caller_hang_up_ends_it() {
         drain(&mut m).is_empty(),
         "no new actions while falling back"
     );
-    m.handle_phone_text(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#);
+    m.handle_phone_text(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#, Instant::now());
     assert_eq!(drain(&mut m), [Output::End(EndReason::CallerHungUp)]);
 }
 
