@@ -12,6 +12,7 @@
 
 mod caller;
 mod conversation;
+mod greeting;
 mod idle;
 mod keypad;
 mod outbox;
@@ -20,6 +21,7 @@ mod session;
 mod timers;
 mod transcript;
 mod types;
+mod voicemail;
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +38,7 @@ pub use timers::Timer;
 pub use types::{AfterPlayout, EndReason, Mode, Output, Speaker};
 
 use caller::{CallerAudio, Route, WindowVerdict};
+use greeting::Greeting;
 use idle::Idle;
 use keypad::Keypad;
 use outbox::Outbox;
@@ -43,6 +46,7 @@ use playout::Playout;
 use session::{GO_AWAY_MARGIN, ResumeCause, Session};
 use timers::Timers;
 use transcript::Transcript;
+use voicemail::Voicemail;
 
 use crate::audio::PHONE_FRAME_BYTES;
 use crate::gemini::SessionSetup;
@@ -86,6 +90,10 @@ pub struct CallMachine {
     transcript: Transcript,
     keypad: Keypad,
     idle: Idle,
+    /// Who speaks first, and the wait for the callee's first words.
+    greeting: Greeting,
+    /// The message left on an answering machine.
+    voicemail: Voicemail,
     /// Ids of blocking tool calls not yet answered; caller audio is held meanwhile.
     blocking_tools: Vec<String>,
     /// Whether the phone sent anything since the last silence check (cheaper than reading
@@ -114,6 +122,8 @@ impl CallMachine {
             transcript: Transcript::default(),
             keypad: Keypad::default(),
             idle: Idle::default(),
+            greeting: Greeting::default(),
+            voicemail: Voicemail::default(),
             blocking_tools: Vec::new(),
             phone_heard: false,
             fallback: None,
@@ -193,11 +203,14 @@ impl CallMachine {
         match event {
             PhoneEvent::Audio(mulaw) => {
                 self.idle.caller_frame(mulaw);
+                let greet = self.greeting.caller_frame(mulaw);
+                let machine_done = self.voicemail.caller_frame(mulaw);
                 if let Some(message) = self.caller.accept(mulaw, route) {
                     self.out.gemini(message);
                 } else if route == Route::Echo {
                     self.play_echo();
                 }
+                self.after_turns_frame(greet, machine_done);
             }
             PhoneEvent::Started(start) => self.on_started(start),
             PhoneEvent::Dtmf(digit) => self.on_keypress(&digit),
@@ -250,11 +263,7 @@ impl CallMachine {
         if !self.session.greeted {
             self.session.greeted = true;
             self.idle.start(now, &mut self.timers);
-            if let Some(setup) = &self.session.setup {
-                self.out.gemini(setup.greeting_message());
-                // The model owes the caller a greeting.
-                self.arm_stall(now);
-            }
+            self.begin_conversation(now);
         } else if resumed && self.timers.get(Timer::Stall).is_none() && self.session.stall_resumed {
             // Resumed because the model went quiet: it still owes an answer.
             self.arm_stall(now);
@@ -455,6 +464,8 @@ impl CallMachine {
             Timer::Stall => self.on_stall(now),
             Timer::Keypad => self.on_keypad_pause(now),
             Timer::Idle => self.on_idle_check(now),
+            Timer::Greeting => self.on_greeting_timer(now),
+            Timer::Voicemail => self.on_voicemail_timer(now),
             Timer::Playout => {
                 tracing::warn!("no playback acknowledgement in time; going ahead");
                 if let Some(action) = self.playout.timed_out(&mut self.timers) {
@@ -505,6 +516,7 @@ impl CallMachine {
                         .mime_type
                         .as_deref()
                         .is_none_or(|m| m.starts_with("audio/pcm"))
+                    || self.voicemail.drops_agent_audio()
                 {
                     continue;
                 }
@@ -537,6 +549,7 @@ impl CallMachine {
         if content.interrupted {
             self.playout.interrupt(&mut self.out);
             self.transcript.flush(Speaker::Agent, &mut self.out);
+            self.voicemail_turn_ended(false, now);
         }
         if content.turn_complete {
             if let Some(reason) = content.turn_complete_reason.as_deref() {
@@ -548,6 +561,7 @@ impl CallMachine {
             if self.idle.goodbye_spoken() {
                 self.handle_after_playout(AfterPlayout::IdleHangUp, now);
             }
+            self.voicemail_turn_ended(true, now);
             if self.session.resume_wanted {
                 self.resume(ResumeCause::GoAway);
             }
@@ -566,6 +580,11 @@ impl CallMachine {
     }
 
     fn caller_route(&self) -> Route {
+        if self.mode == Mode::Gemini && self.turns_hold_caller_audio() {
+            // Before the greeting, and while a machine is on the line: the model must not
+            // answer what it hears.
+            return Route::Drop;
+        }
         match (self.mode, self.phase) {
             (Mode::Echo, Phase::Live) => Route::Echo,
             (Mode::Gemini, Phase::Live) if self.blocking_tools.is_empty() => Route::Send,
