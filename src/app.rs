@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::admission::Admission;
-use crate::bridge::voicemail::MachineVerdicts;
 use crate::audio::clip::Clip;
 use crate::audio::{Downlink, Uplink};
+use crate::bridge::voicemail::MachineVerdicts;
 use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;

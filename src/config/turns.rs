@@ -90,7 +90,11 @@ impl TurnsConfig {
 pub(super) fn read<F: Fn(&str) -> Option<String>>(
     vars: &Vars<F>,
 ) -> Result<TurnsConfig, ConfigError> {
-    let greeting = match vars.get("GREETING").map(|v| v.to_ascii_lowercase()).as_deref() {
+    let greeting = match vars
+        .get("GREETING")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
         None => None,
         Some("agent_first") => Some(GreetingPolicy::AgentFirst),
         Some("callee_first") => Some(GreetingPolicy::CalleeFirst),
@@ -114,7 +118,11 @@ pub(super) fn read<F: Fn(&str) -> Option<String>>(
             ),
         ));
     }
-    let on_machine = match vars.get("ON_MACHINE").map(|v| v.to_ascii_lowercase()).as_deref() {
+    let on_machine = match vars
+        .get("ON_MACHINE")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("hangup") => OnMachine::HangUp,
         Some("message") => OnMachine::Message,
         Some(other) => {
@@ -164,8 +172,8 @@ mod tests {
 
     #[test]
     fn a_set_greeting_applies_to_both_directions() {
-        let turns = read_with(&[("GREETING", "callee_first"), ("ON_MACHINE", "message")])
-            .expect("valid");
+        let turns =
+            read_with(&[("GREETING", "callee_first"), ("ON_MACHINE", "message")]).expect("valid");
         assert_eq!(
             turns.greeting_for(Direction::Inbound),
             GreetingPolicy::CalleeFirst

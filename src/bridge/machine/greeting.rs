@@ -31,8 +31,7 @@ const MAX_EXTRA_WAIT: Duration = Duration::from_secs(5);
 /// What the model is told when the callee has spoken first.
 const CUE_AFTER_CALLEE: &str = "[The call is connected and the other person has just answered with a few words. Greet them now, briefly.]";
 /// What the model is told when the callee has said nothing.
-const CUE_AFTER_SILENCE: &str =
-    "[The call is connected but the other person has not said anything yet. Greet them now, briefly.]";
+const CUE_AFTER_SILENCE: &str = "[The call is connected but the other person has not said anything yet. Greet them now, briefly.]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -257,17 +256,17 @@ mod tests {
         let mut timers = Timers::default();
         let mut greeting = Greeting::new(GreetingPolicy::CalleeFirst, Duration::from_secs(3));
         assert_eq!(greeting.session_ready(start, &mut timers), None);
-        assert_eq!(timers.get(Timer::Greeting), Some(start + Duration::from_secs(3)));
+        assert_eq!(
+            timers.get(Timer::Greeting),
+            Some(start + Duration::from_secs(3))
+        );
         assert_eq!(frames(&mut greeting, &speech(), SPEECH_FRAMES), None);
         assert_eq!(
             frames(&mut greeting, &quiet(), PAUSE_FRAMES - 1),
             None,
             "a pause shorter than 500 ms is not the end of the hello"
         );
-        assert_eq!(
-            greeting.caller_frame(&quiet()),
-            Some(GreetNow::AfterCallee)
-        );
+        assert_eq!(greeting.caller_frame(&quiet()), Some(GreetNow::AfterCallee));
     }
 
     #[test]

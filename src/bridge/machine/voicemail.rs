@@ -232,7 +232,9 @@ mod tests {
         let mut voicemail = Voicemail::default();
         assert!(voicemail.machine_answered("hi".into(), false, now, &mut timers));
         assert_eq!(timers.get(Timer::Voicemail), Some(now + MAX_GREETING_WAIT));
-        let loud: Vec<u8> = (0..160).map(|i| if i % 2 == 0 { 0x90 } else { 0x10 }).collect();
+        let loud: Vec<u8> = (0..160)
+            .map(|i| if i % 2 == 0 { 0x90 } else { 0x10 })
+            .collect();
         let quiet = [0xFF; 160];
         assert!(!voicemail.caller_frame(&loud));
         for _ in 0..30 {
@@ -244,7 +246,10 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(ended.iter().filter(|e| **e).count(), 1);
         assert_eq!(ended.last(), Some(&true));
-        assert_eq!(voicemail.take_due_message(&mut timers).as_deref(), Some("hi"));
+        assert_eq!(
+            voicemail.take_due_message(&mut timers).as_deref(),
+            Some("hi")
+        );
         assert_eq!(timers.get(Timer::Voicemail), None);
     }
 
@@ -253,10 +258,16 @@ mod tests {
         let mut timers = Timers::default();
         let mut voicemail = Voicemail::default();
         voicemail.machine_answered("msg".into(), true, Instant::now(), &mut timers);
-        assert!(voicemail.drops_agent_audio(), "a greeting meant for a person");
+        assert!(
+            voicemail.drops_agent_audio(),
+            "a greeting meant for a person"
+        );
         assert_eq!(voicemail.take_due_message(&mut timers), None);
         voicemail.model_turn_ended();
-        assert_eq!(voicemail.take_due_message(&mut timers).as_deref(), Some("msg"));
+        assert_eq!(
+            voicemail.take_due_message(&mut timers).as_deref(),
+            Some("msg")
+        );
         assert!(!voicemail.message_spoken(), "no audio yet");
         assert!(!voicemail.drops_agent_audio(), "the message plays");
         assert!(voicemail.message_spoken());

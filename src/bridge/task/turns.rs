@@ -20,16 +20,12 @@ impl CallTask {
         }
         if let Some(listener) = plan.later {
             let app = Arc::clone(&self.app);
-            self.jobs
-                .spawn(voicemail::wait_for_machine(app, listener));
+            self.jobs.spawn(voicemail::wait_for_machine(app, listener));
         }
     }
 
     /// An answering machine is on the line: the machine leaves the message.
     pub(super) fn machine_answered(&mut self, answered: MachineAnswered) {
-        if let Some(record) = self.record() {
-            tracing::info!(%record, greeting_over = answered.greeting_over, "answering machine on the line");
-        }
         self.machine.handle_machine_answered(
             answered.message,
             answered.greeting_over,
