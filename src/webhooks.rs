@@ -17,7 +17,7 @@ use crate::e164;
 use crate::metrics::WebhookRejection;
 use crate::signature::{StreamClaims, unix_now};
 use crate::telephony::{
-    self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
+    self, ANSWERED_BY_PARAM, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
 };
 
 /// Largest webhook body accepted; real ones are a few kilobytes.
@@ -238,12 +238,22 @@ pub async fn answer(
         direction: info.direction,
         expires_at: unix_now() + ANSWER_TO_START.as_secs(),
     };
-    xml(connect_stream(&app, provider, &claims))
+    xml(connect_stream(
+        &app,
+        provider,
+        &claims,
+        info.answered_by.as_deref(),
+    ))
 }
 
 /// The answer XML that connects the call to our stream route, carrying the claims and the
 /// token that signs them into the stream's `start`.
-fn connect_stream(app: &App, provider: &dyn Provider, claims: &StreamClaims) -> String {
+fn connect_stream(
+    app: &App,
+    provider: &dyn Provider,
+    claims: &StreamClaims,
+    answered_by: Option<&str>,
+) -> String {
     let token = app.stream_tokens.issue(claims);
     let mut stream_params = vec![
         ("from", claims.from.as_str()),
@@ -254,6 +264,9 @@ fn connect_stream(app: &App, provider: &dyn Provider, claims: &StreamClaims) -> 
         stream_params.push((RECORD_PARAM, id.as_str()));
     }
     stream_params.push((TOKEN_PARAM, token.as_str()));
+    if answered_by == Some("human") {
+        stream_params.push((ANSWERED_BY_PARAM, "human"));
+    }
     let stream_url = format!("{}/{}/stream", app.config.public_ws_url(), provider.name());
     provider.answer_xml(&stream_url, &stream_params)
 }

@@ -10,6 +10,10 @@
 //! machine detection runs while the call is already connected, an answering machine does
 //! not record the start of the agent's greeting while detection decides.
 //!
+//! On Twilio, whose detection is synchronous, an answer webhook saying `human` comes only
+//! after the detector heard the callee speak and pause; the webhook passes that on as a
+//! stream parameter and the agent greets at once rather than waiting for a second hello.
+//!
 //! The speech check is the same cheap energy check the silent-line watch uses
 //! ([`super::idle::is_sound`]); it counts 20 ms frames rather than reading the clock, so the
 //! per-frame cost is one pass over 160 bytes.
@@ -20,6 +24,7 @@ use super::idle::is_sound;
 use super::timers::{Timer, Timers};
 use super::{CallMachine, Phase};
 use crate::config::GreetingPolicy;
+use crate::telephony::{ANSWERED_BY_PARAM, StreamParams};
 
 /// Loud frames (20 ms each) that make the callee's first words: 300 ms of speech.
 pub const SPEECH_FRAMES: u16 = 15;
@@ -54,6 +59,9 @@ pub struct Greeting {
     speech_frames: u16,
     /// Quiet caller frames since the last loud one (saturating).
     quiet_run: u16,
+    /// The provider's synchronous machine detection heard a person (speak, then pause)
+    /// before the stream was connected.
+    heard_by_detection: bool,
 }
 
 impl Default for Greeting {
@@ -80,7 +88,13 @@ impl Greeting {
             stage: Stage::Pending,
             speech_frames: 0,
             quiet_run: 0,
+            heard_by_detection: false,
         }
+    }
+
+    /// Reads the stream's `start` parameters for detection's `human` verdict.
+    pub fn note_stream_params(&mut self, params: &StreamParams) {
+        self.heard_by_detection = params.get(ANSWERED_BY_PARAM).is_some_and(|v| v == "human");
     }
 
     /// True while the callee's audio must not reach the model (it would answer it).
@@ -109,7 +123,10 @@ impl Greeting {
         if self.stage != Stage::Pending {
             return None;
         }
-        if self.policy == GreetingPolicy::AgentFirst || self.callee_spoke() {
+        if self.policy == GreetingPolicy::AgentFirst
+            || self.heard_by_detection
+            || self.callee_spoke()
+        {
             return Some(GreetNow::AfterCallee);
         }
         self.stage = Stage::Waiting { extended: false };
@@ -154,7 +171,9 @@ impl CallMachine {
     /// callee is waited for. Audio held for the session until now is dropped when the
     /// callee speaks first: the model must not answer it before the greeting.
     pub fn set_greeting(&mut self, policy: GreetingPolicy, silence_limit: Duration) {
+        let heard_by_detection = self.greeting.heard_by_detection;
         self.greeting = Greeting::new(policy, silence_limit);
+        self.greeting.heard_by_detection = heard_by_detection;
         if self.greeting.holds_caller_audio() {
             self.caller.clear();
         }

@@ -498,6 +498,7 @@ impl CallMachine {
             return;
         }
         self.timers.clear(Timer::Start);
+        self.greeting.note_stream_params(&start.params);
         self.phase = match self.mode {
             Mode::Echo => Phase::Live,
             Mode::Gemini => Phase::AwaitingSetup,
