@@ -32,6 +32,8 @@ pub const SPEECH_FRAMES: u16 = 15;
 pub const PAUSE_FRAMES: u16 = 25;
 /// How long a callee still talking when the silence limit passes is waited for beyond it.
 const MAX_EXTRA_WAIT: Duration = Duration::from_secs(5);
+/// A greeting due while the session is being reopened is tried again this often.
+const RETRY_WHILE_RECONNECTING: Duration = Duration::from_millis(200);
 
 /// What the model is told when the callee has spoken first.
 const CUE_AFTER_CALLEE: &str = "[The call is connected and the other person has just answered with a few words. Greet them now, briefly.]";
@@ -217,8 +219,15 @@ impl CallMachine {
     }
 
     fn greet(&mut self, when: GreetNow, now: Instant) {
-        if self.phase != Phase::Live {
-            return;
+        match self.phase {
+            Phase::Live => {}
+            Phase::Connecting | Phase::Reconnecting => {
+                // The cue needs a live session; the wait's timer tries again shortly.
+                self.timers
+                    .set(Timer::Greeting, now + RETRY_WHILE_RECONNECTING);
+                return;
+            }
+            _ => return self.greeting.finish(&mut self.timers),
         }
         let callee_first = self.greeting.holds_caller_audio();
         self.greeting.finish(&mut self.timers);

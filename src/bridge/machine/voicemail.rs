@@ -20,6 +20,10 @@ use super::{AfterPlayout, CallMachine, Phase, Speaker};
 const GREETING_END_QUIET_FRAMES: u16 = 60;
 /// Longest wait for a machine's greeting to end before the message is left regardless.
 const MAX_GREETING_WAIT: Duration = Duration::from_secs(20);
+/// A message due while the session is being (re)opened, or while the model finishes a turn
+/// meant for a person, is tried again after this. A turn that has not ended by then is
+/// not waited for any longer (its tail may precede the message).
+const RETRY_WHEN_BLOCKED: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -102,13 +106,20 @@ impl Voicemail {
         true
     }
 
-    /// The longest wait for the greeting's end is over.
-    fn greeting_wait_over(&mut self) -> bool {
-        if self.stage != Stage::AwaitingGreetingEnd {
-            return false;
+    /// The voicemail timer fired: the longest wait for the greeting's end is over, or a
+    /// due message was blocked for [`RETRY_WHEN_BLOCKED`]. True when the message is due.
+    fn timer_fired(&mut self) -> bool {
+        match self.stage {
+            Stage::AwaitingGreetingEnd => self.stage = Stage::Due,
+            Stage::Due => self.muted_turn_open = false,
+            _ => return false,
         }
-        self.stage = Stage::Due;
         true
+    }
+
+    /// True when the message should go as soon as it can.
+    fn is_due(&self) -> bool {
+        self.stage == Stage::Due
     }
 
     /// Model audio arrived: true when it must be dropped (it was meant for a person, or
@@ -189,19 +200,26 @@ impl CallMachine {
     /// Asks the model for the message once it is due, the session is live and the model
     /// is not finishing a turn meant for a person.
     pub(super) fn leave_message_when_due(&mut self, now: Instant) {
-        if self.phase != Phase::Live || !self.session.greeted {
+        if !self.voicemail.is_due() {
             return;
         }
-        if let Some(message) = self.voicemail.take_due_message(&mut self.timers) {
+        let message = if self.phase == Phase::Live && self.session.greeted {
+            self.voicemail.take_due_message(&mut self.timers)
+        } else {
+            None
+        };
+        if message.is_none() && self.timers.get(Timer::Voicemail).is_none() {
+            self.timers.set(Timer::Voicemail, now + RETRY_WHEN_BLOCKED);
+        }
+        if let Some(message) = message {
             tracing::info!("the machine's greeting is over; leaving the message");
             self.send_text_turn(&message_request(&message), now);
         }
     }
 
-    /// The longest wait for the machine's greeting is over.
+    /// The longest wait for the machine's greeting is over, or a due message was blocked.
     pub(super) fn on_voicemail_timer(&mut self, now: Instant) {
-        if self.voicemail.greeting_wait_over() {
-            tracing::info!("no end of the machine's greeting heard; leaving the message now");
+        if self.voicemail.timer_fired() {
             self.leave_message_when_due(now);
         }
     }
