@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::admission::Admission;
 use crate::audio::clip::Clip;
 use crate::audio::{Downlink, Uplink};
+use crate::bridge::voicemail::MachineVerdicts;
 use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
@@ -70,6 +71,8 @@ pub struct App {
     pub instance_id: String,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// Calls waiting to hear that an answering machine picked up (`ON_MACHINE=message`).
+    pub machine_verdicts: Arc<MachineVerdicts>,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -154,6 +157,7 @@ impl App {
             tools,
             http,
             metrics: Metrics::new(),
+            machine_verdicts: Arc::default(),
             started: Instant::now(),
         })
     }

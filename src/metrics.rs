@@ -100,7 +100,8 @@ impl From<&EndReason> for CallOutcome {
     fn from(reason: &EndReason) -> Self {
         match reason {
             EndReason::CallerHungUp => CallOutcome::CallerHungUp,
-            EndReason::AgentHungUp => CallOutcome::AgentHungUp,
+            // Leaving a voicemail is the agent ending the call after its last words.
+            EndReason::AgentHungUp | EndReason::VoicemailLeft => CallOutcome::AgentHungUp,
             EndReason::Transferred(_) => CallOutcome::Transferred,
             EndReason::FellBack { .. } => CallOutcome::FellBack,
             EndReason::GeminiUnavailable(_)

@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 
 use crate::admission::ANSWER_TO_START;
 use crate::app::App;
+use crate::bridge::voicemail::leaves_message;
 use crate::calls::{CallRecord, CallStatus, NewCall};
 use crate::e164;
 use crate::metrics::WebhookRejection;
 use crate::signature::{StreamClaims, unix_now};
 use crate::telephony::{
-    self, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
+    self, ANSWERED_BY_PARAM, CallInfo, Direction, Provider, RECORD_PARAM, TOKEN_PARAM, is_machine,
 };
 
 /// Largest webhook body accepted; real ones are a few kilobytes.
@@ -179,8 +180,15 @@ pub async fn answer(
         "answering call"
     );
     let record = find_or_create_record(&app, provider, &info, params.get(RECORD_PARAM)).await;
+    // With `ON_MACHINE=message` a machine's record is final (`machine`) before the stream
+    // that leaves the message is connected.
+    let message_for_machine = info
+        .answered_by
+        .as_deref()
+        .is_some_and(|v| leaves_message(app.config.turns.on_machine, v));
     if let Some(record) = &record
         && record.status.is_final()
+        && !(message_for_machine && record.status == CallStatus::Machine)
     {
         // Providers fetch the answer URL once per call; this is a replay of a call that is
         // over, and answering it would hand out a fresh stream token for a finished call.
@@ -190,14 +198,21 @@ pub async fn answer(
     let record_id = record.map(|record| record.id);
 
     if let Some(verdict) = info.answered_by.as_deref().filter(|v| is_machine(v)) {
-        tracing::info!(
-            answered_by = verdict,
-            "answered by a machine; hanging up without speaking"
-        );
         if let Some(id) = &record_id {
             mark_machine(&app, id, verdict).await;
         }
-        return xml(provider.hangup_xml());
+        // The stream reads the verdict from the record, so no record, no message.
+        if !(message_for_machine && record_id.is_some()) {
+            tracing::info!(
+                answered_by = verdict,
+                "answered by a machine; hanging up without speaking"
+            );
+            return xml(provider.hangup_xml());
+        }
+        tracing::info!(
+            answered_by = verdict,
+            "answered by a machine; connecting the stream to leave a message"
+        );
     }
 
     let slot = record_id.as_deref().unwrap_or(&info.provider_call_id);
@@ -223,12 +238,22 @@ pub async fn answer(
         direction: info.direction,
         expires_at: unix_now() + ANSWER_TO_START.as_secs(),
     };
-    xml(connect_stream(&app, provider, &claims))
+    xml(connect_stream(
+        &app,
+        provider,
+        &claims,
+        info.answered_by.as_deref(),
+    ))
 }
 
 /// The answer XML that connects the call to our stream route, carrying the claims and the
 /// token that signs them into the stream's `start`.
-fn connect_stream(app: &App, provider: &dyn Provider, claims: &StreamClaims) -> String {
+fn connect_stream(
+    app: &App,
+    provider: &dyn Provider,
+    claims: &StreamClaims,
+    answered_by: Option<&str>,
+) -> String {
     let token = app.stream_tokens.issue(claims);
     let mut stream_params = vec![
         ("from", claims.from.as_str()),
@@ -239,6 +264,9 @@ fn connect_stream(app: &App, provider: &dyn Provider, claims: &StreamClaims) -> 
         stream_params.push((RECORD_PARAM, id.as_str()));
     }
     stream_params.push((TOKEN_PARAM, token.as_str()));
+    if answered_by == Some("human") {
+        stream_params.push((ANSWERED_BY_PARAM, "human"));
+    }
     let stream_url = format!("{}/{}/stream", app.config.public_ws_url(), provider.name());
     provider.answer_xml(&stream_url, &stream_params)
 }
@@ -362,15 +390,7 @@ pub async fn status(
     if let Some(verdict) = event.answered_by.as_deref() {
         if is_machine(verdict) {
             mark_machine(&app, &record.id, verdict).await;
-            // Detection can finish after the stream started: end the call before any message
-            // is left. The provider may already be hanging up, which is fine.
-            if let (Some(control), Some(call_id)) = (
-                app.providers.control(provider.name()),
-                record.provider_call_id.as_deref(),
-            ) && let Err(error) = control.hang_up(call_id, true).await
-            {
-                tracing::warn!(%error, "could not hang up on the machine");
-            }
+            machine_on_live_call(&app, provider, &record, verdict).await;
         } else if let Err(error) = store.set_answered_by(&record.id, verdict).await {
             tracing::error!(%error, "could not record who answered");
         }
@@ -398,6 +418,31 @@ pub async fn status(
         }
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Detection said `verdict` (a machine) after the call was connected. With
+/// `ON_MACHINE=message` the call's task leaves the message (a stream not started yet reads
+/// the verdict from the record instead); otherwise the call is hung up before any message
+/// is left. The provider may already be hanging up, which is fine.
+async fn machine_on_live_call(
+    app: &App,
+    provider: &dyn Provider,
+    record: &CallRecord,
+    verdict: &str,
+) {
+    if leaves_message(app.config.turns.on_machine, verdict) {
+        if !app.machine_verdicts.deliver(&record.id, verdict) {
+            tracing::info!(call = %record.id, "no call here is waiting for this verdict; a stream that starts later reads it from the record");
+        }
+        return;
+    }
+    if let (Some(control), Some(call_id)) = (
+        app.providers.control(provider.name()),
+        record.provider_call_id.as_deref(),
+    ) && let Err(error) = control.hang_up(call_id, true).await
+    {
+        tracing::warn!(%error, "could not hang up on the machine");
+    }
 }
 
 async fn find_record(

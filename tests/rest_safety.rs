@@ -274,6 +274,7 @@ fn dial_request() -> DialRequest {
         record_id: "c1".into(),
         public_url: "https://phone.example.com".into(),
         time_limit_secs: 60,
+        on_machine: gemini_phone::config::OnMachine::HangUp,
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::machine::EndReason;
+use super::voicemail::{self, MachineAnswered, VoicemailPlan};
 use crate::admission::LiveCall;
 use crate::app::App;
 use crate::gemini::SessionSetup;
@@ -46,6 +47,9 @@ pub enum JobDone {
         /// The provider's refusal, if any.
         result: Result<(), String>,
     },
+    /// Detection said an answering machine answered, after the stream started
+    /// (`ON_MACHINE=message`): the message to leave.
+    MachineAnswered(MachineAnswered),
 }
 
 /// Why a call is being transferred, which decides what a failed transfer does.
@@ -68,6 +72,8 @@ pub struct AdmittedCall {
     pub provider_call_id: String,
     /// The Gemini session to open (`None` in echo mode).
     pub setup: Option<SessionSetup>,
+    /// What is known, or will be told, about an answering machine on the line.
+    pub voicemail: VoicemailPlan,
 }
 
 /// The call's jobs in flight, with a handle on each tool call so the model can cancel it.
@@ -162,6 +168,7 @@ async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndR
         // The call goes ahead; at worst another instance may settle its record early.
         tracing::error!(%error, "could not take ownership of the call record");
     }
+    let voicemail = voicemail::plan(app, &claims).await;
     let caller = CallerInfo {
         from: claims.from,
         to: claims.to,
@@ -183,6 +190,7 @@ async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndR
         caller,
         provider_call_id: claims.call_id,
         setup,
+        voicemail,
     })
 }
 

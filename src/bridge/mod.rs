@@ -4,6 +4,7 @@
 pub mod jobs;
 pub mod machine;
 pub mod task;
+pub mod voicemail;
 
 pub use machine::{CallMachine, EndReason, Mode, Output, Speaker};
 pub use task::{run_call, run_stream};

@@ -402,6 +402,7 @@ pub async fn create(
         record_id: record.id.clone(),
         public_url: app.config.public_url.clone(),
         time_limit_secs: app.config.max_call_duration.as_secs(),
+        on_machine: app.config.turns.on_machine,
     };
     match control.dial(&dial).await {
         Ok(provider_call_id) => {

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 mod conversation;
 mod read;
+mod turns;
 mod vars;
 
 pub use conversation::{
     ConversationConfig, DtmfMode, IdleLimits, LiveOptions, ProactiveAudio, Sensitivity,
     TurnDetection, V1ALPHA_GEMINI_LIVE_URL,
 };
+pub use turns::{GreetingPolicy, OnMachine, TurnsConfig};
 
 use vars::Vars;
 
@@ -262,6 +264,8 @@ pub struct Config {
     pub post_call_webhook: Option<PostCallWebhook>,
     /// Turn detection, expressive options, keypad and silent-line handling.
     pub conversation: ConversationConfig,
+    /// Who speaks first, and what an answering machine gets.
+    pub turns: TurnsConfig,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -355,6 +359,7 @@ impl Config {
             fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
             post_call_webhook: read::post_call_webhook(&vars)?,
             conversation,
+            turns: turns::read(&vars)?,
         })
     }
 

@@ -90,6 +90,12 @@ pub const RECORD_PARAM: &str = "record";
 /// The stream parameter that proves the stream was opened by our answer webhook.
 pub const TOKEN_PARAM: &str = "token";
 
+/// The stream parameter that carries synchronous machine detection's `human` verdict: the
+/// detector heard the callee speak and pause before the stream was connected, so a
+/// `callee_first` greeting need not wait for them again. (Not signed: it only moves the
+/// greeting earlier.)
+pub const ANSWERED_BY_PARAM: &str = "answeredby";
+
 /// The parameters carried from the answer webhook into the media stream's `start` message.
 pub type StreamParams = HashMap<String, String>;
 

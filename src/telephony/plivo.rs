@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
+use crate::config::OnMachine;
+
 use super::rest::{CallControl, DialRequest, RestError, read_optional, read_response};
 use super::{
     CallInfo, Direction, MediaStream, PhoneCommand, PhoneEvent, Provider, StreamError,
@@ -512,8 +514,13 @@ impl CallControl for PlivoClient {
                 "hangup_method": "POST",
                 "ring_url": format!("{base}/plivo/status?{}={id}", super::RECORD_PARAM),
                 "ring_method": "POST",
-                // Plivo hangs up on a machine itself and tells us on the detection URL.
-                "machine_detection": "hangup",
+                // Detection runs while the call is connected and reports on the detection
+                // URL; to hang up, Plivo ends the call itself, and to leave a message it
+                // keeps it up (`true`) and the call waits for the machine's greeting to end.
+                "machine_detection": match request.on_machine {
+                    OnMachine::HangUp => "hangup",
+                    OnMachine::Message => "true",
+                },
                 "machine_detection_url": format!("{base}/plivo/status?{}={id}", super::RECORD_PARAM),
                 "machine_detection_method": "POST",
                 "time_limit": request.time_limit_secs,

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::OnMachine;
+
 /// What we ask a provider to dial.
 #[derive(Debug, Clone)]
 pub struct DialRequest {
@@ -20,6 +22,8 @@ pub struct DialRequest {
     pub public_url: String,
     /// Longest the call may last, in seconds.
     pub time_limit_secs: u64,
+    /// What an answering machine gets (`ON_MACHINE`), which decides how detection runs.
+    pub on_machine: OnMachine,
 }
 
 /// A provider REST failure, with the provider's own message when it gave one.

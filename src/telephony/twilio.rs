@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
+use crate::config::OnMachine;
+
 use super::rest::{CallControl, DialRequest, RestError, read_optional, read_response};
 use super::{
     CallInfo, Direction, MediaStream, PhoneCommand, PhoneEvent, Provider, StreamError,
@@ -430,7 +432,14 @@ impl CallControl for TwilioClient {
             let status = format!("{base}/twilio/status?{}={id}", super::RECORD_PARAM);
             let time_limit = request.time_limit_secs.to_string();
             // Synchronous detection: Twilio fetches the answer URL once it knows whether a
-            // person answered, so a machine is hung up on before the agent says a word.
+            // person answered, so a machine is hung up on before the agent says a word. To
+            // leave a message, Twilio waits for the end of the machine's greeting (its
+            // beep) before fetching it (`AnsweredBy=machine_end_*`); a person is reported
+            // as soon as with `Enable`.
+            let detection = match request.on_machine {
+                OnMachine::HangUp => "Enable",
+                OnMachine::Message => "DetectMessageEnd",
+            };
             let form = [
                 ("To", request.to.as_str()),
                 ("From", request.from.as_str()),
@@ -442,7 +451,7 @@ impl CallControl for TwilioClient {
                 ("StatusCallbackEvent", "ringing"),
                 ("StatusCallbackEvent", "answered"),
                 ("StatusCallbackEvent", "completed"),
-                ("MachineDetection", "Enable"),
+                ("MachineDetection", detection),
                 ("TimeLimit", time_limit.as_str()),
             ];
             let url = self.account_url(&["Calls.json"])?;

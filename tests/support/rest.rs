@@ -432,6 +432,9 @@ fn twilio_route(
     };
     match (method.as_str(), rest) {
         ("POST", "Calls.json") => {
+            if let Err(refusal) = twilio_dial_fields(form) {
+                return refusal;
+            }
             let sid = fake_call_sid(id);
             shared
                 .lock()
@@ -514,6 +517,9 @@ fn plivo_route(
         .map(|(_, v)| v);
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["Call", ""]) => {
+            if let Err(refusal) = plivo_dial_fields(body) {
+                return refusal;
+            }
             let request_uuid = fake_uuid(id);
             shared
                 .lock()
@@ -767,6 +773,116 @@ const PLIVO_APP_FIELDS: &[&str] = &[
 
 fn plivo_error(status: StatusCode, message: String) -> (StatusCode, Value) {
     (status, json!({"api_id": fake_uuid(0), "error": message}))
+}
+
+/// The parameters Twilio's Create Call takes (twilio-python `CallList.create`).
+const TWILIO_DIAL_FIELDS: &[&str] = &[
+    "To",
+    "From",
+    "Url",
+    "Twiml",
+    "ApplicationSid",
+    "Method",
+    "FallbackUrl",
+    "FallbackMethod",
+    "StatusCallback",
+    "StatusCallbackMethod",
+    "StatusCallbackEvent",
+    "Timeout",
+    "TimeLimit",
+    "Record",
+    "RecordingChannels",
+    "RecordingStatusCallback",
+    "RecordingStatusCallbackMethod",
+    "RecordingStatusCallbackEvent",
+    "RecordingTrack",
+    "Trim",
+    "MachineDetection",
+    "MachineDetectionTimeout",
+    "MachineDetectionSpeechThreshold",
+    "MachineDetectionSpeechEndThreshold",
+    "MachineDetectionSilenceTimeout",
+    "AsyncAmd",
+    "AsyncAmdStatusCallback",
+    "AsyncAmdStatusCallbackMethod",
+    "SendDigits",
+    "CallerId",
+    "SipAuthUsername",
+    "SipAuthPassword",
+    "CallReason",
+    "CallToken",
+    "Byoc",
+    "Passports",
+    "ClientNotificationUrl",
+];
+
+/// The keys Plivo's Make Call takes (plivo-python `calls.create`).
+const PLIVO_DIAL_FIELDS: &[&str] = &[
+    "from",
+    "to",
+    "answer_url",
+    "answer_method",
+    "ring_url",
+    "ring_method",
+    "hangup_url",
+    "hangup_method",
+    "fallback_url",
+    "fallback_method",
+    "caller_name",
+    "send_digits",
+    "send_on_preanswer",
+    "time_limit",
+    "hangup_on_ring",
+    "machine_detection",
+    "machine_detection_time",
+    "machine_detection_url",
+    "machine_detection_method",
+    "machine_detection_maximum_speech_length",
+    "machine_detection_initial_silence",
+    "machine_detection_maximum_words",
+    "sip_headers",
+    "ring_timeout",
+    "parent_call_uuid",
+    "error_if_parent_not_found",
+];
+
+/// Twilio's 400 for a Create Call with a parameter it does not take, or a machine
+/// detection mode it does not know.
+fn twilio_dial_fields(form: &[(String, String)]) -> Result<(), (StatusCode, Value)> {
+    if let Some((unknown, _)) = form
+        .iter()
+        .find(|(k, _)| !TWILIO_DIAL_FIELDS.contains(&k.as_str()))
+    {
+        return Err(twilio_error(
+            StatusCode::BAD_REQUEST,
+            20001,
+            format!("Unknown parameter {unknown}"),
+        ));
+    }
+    match form.iter().find(|(k, _)| k == "MachineDetection") {
+        Some((_, mode)) if !matches!(mode.as_str(), "Enable" | "DetectMessageEnd") => {
+            Err(twilio_error(
+                StatusCode::BAD_REQUEST,
+                21626,
+                format!("Invalid MachineDetection {mode}: use Enable or DetectMessageEnd"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Plivo's 400 for a Make Call with a key it does not take, or a `machine_detection` other
+/// than `true` or `hangup`.
+fn plivo_dial_fields(body: Option<&Value>) -> Result<(), (StatusCode, Value)> {
+    let fields = plivo_fields(body, PLIVO_DIAL_FIELDS)?;
+    match fields.get("machine_detection") {
+        None => Ok(()),
+        Some(mode) if mode == "true" || mode == "hangup" || *mode == Value::Bool(true) => Ok(()),
+        Some(mode) => Err(plivo_error(
+            StatusCode::BAD_REQUEST,
+            format!("machine_detection must be true or hangup, not {mode}"),
+        )),
+    }
 }
 
 /// The body as a JSON object whose keys are all in `allowed`, or the 400 Plivo would answer.

@@ -106,7 +106,7 @@ impl CallMachine {
     }
 
     /// A typed turn the model answers now, through its family's text path.
-    fn send_text_turn(&mut self, text: &str, now: Instant) {
+    pub(super) fn send_text_turn(&mut self, text: &str, now: Instant) {
         let Some(message) = self.session.setup.as_ref().map(|s| s.text_turn(text)) else {
             return;
         };

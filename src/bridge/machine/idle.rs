@@ -101,14 +101,7 @@ impl Idle {
 
     /// One frame of caller μ-law.
     pub fn caller_frame(&mut self, mulaw: &[u8]) {
-        if self.limits.is_none() || mulaw.is_empty() {
-            return;
-        }
-        let total: u32 = mulaw
-            .iter()
-            .map(|&b| u32::from(codec::decode(b).unsigned_abs()))
-            .sum();
-        if total / mulaw.len() as u32 > SOUND_LEVEL {
+        if self.limits.is_some() && is_sound(mulaw) {
             self.loud_frames = self.loud_frames.saturating_add(1);
         }
     }
@@ -197,6 +190,19 @@ impl Idle {
             Stage::Done => None,
         }
     }
+}
+
+/// True when a caller frame (μ-law) is louder than a quiet line: the one cheap energy
+/// check shared by the silent-line watch and the wait for the callee's first words.
+pub fn is_sound(mulaw: &[u8]) -> bool {
+    if mulaw.is_empty() {
+        return false;
+    }
+    let total: u32 = mulaw
+        .iter()
+        .map(|&b| u32::from(codec::decode(b).unsigned_abs()))
+        .sum();
+    total / mulaw.len() as u32 > SOUND_LEVEL
 }
 
 /// What the model is asked when the line has been silent for `limits.nudge_after`.

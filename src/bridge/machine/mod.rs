@@ -13,6 +13,7 @@
 
 mod caller;
 mod conversation;
+mod greeting;
 mod idle;
 mod keypad;
 mod outbox;
@@ -22,6 +23,7 @@ mod timeline;
 mod timers;
 mod transcript;
 mod types;
+mod voicemail;
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +41,7 @@ pub use timers::Timer;
 pub use types::{AfterPlayout, EndReason, Mode, Output, Speaker};
 
 use caller::{CallerAudio, Route, WindowVerdict};
+use greeting::Greeting;
 use idle::Idle;
 use keypad::Keypad;
 use outbox::Outbox;
@@ -46,6 +49,7 @@ use playout::Playout;
 use session::{GO_AWAY_MARGIN, ResumeCause, Session};
 use timers::Timers;
 use transcript::Transcript;
+use voicemail::Voicemail;
 
 use crate::audio::PHONE_FRAME_BYTES;
 use crate::gemini::SessionSetup;
@@ -90,6 +94,10 @@ pub struct CallMachine {
     keypad: Keypad,
     idle: Idle,
     timeline: Timeline,
+    /// Who speaks first, and the wait for the callee's first words.
+    greeting: Greeting,
+    /// The message left on an answering machine.
+    voicemail: Voicemail,
     /// Ids of blocking tool calls not yet answered; caller audio is held meanwhile.
     blocking_tools: Vec<String>,
     /// Whether the phone sent anything since the last silence check (cheaper than reading
@@ -119,6 +127,8 @@ impl CallMachine {
             keypad: Keypad::default(),
             idle: Idle::default(),
             timeline: Timeline::default(),
+            greeting: Greeting::default(),
+            voicemail: Voicemail::default(),
             blocking_tools: Vec::new(),
             phone_heard: false,
             fallback: None,
@@ -206,11 +216,14 @@ impl CallMachine {
                 self.idle.caller_frame(mulaw);
                 self.timeline
                     .caller_audio(mulaw, now, self.playout.speaking());
+                let greet = self.greeting.caller_frame(mulaw);
+                let machine_done = self.voicemail.caller_frame(mulaw);
                 if let Some(message) = self.caller.accept(mulaw, route) {
                     self.out.gemini(message);
                 } else if route == Route::Echo {
                     self.play_echo();
                 }
+                self.after_turns_frame(greet, machine_done);
             }
             PhoneEvent::Started(start) => self.on_started(start, now),
             PhoneEvent::Dtmf(digit) => {
@@ -267,11 +280,7 @@ impl CallMachine {
         if !self.session.greeted {
             self.session.greeted = true;
             self.idle.start(now, &mut self.timers);
-            if let Some(setup) = &self.session.setup {
-                self.out.gemini(setup.greeting_message());
-                // The model owes the caller a greeting.
-                self.arm_stall(now);
-            }
+            self.begin_conversation(now);
         } else if resumed && self.timers.get(Timer::Stall).is_none() && self.session.stall_resumed {
             // Resumed because the model went quiet: it still owes an answer.
             self.arm_stall(now);
@@ -473,6 +482,8 @@ impl CallMachine {
             Timer::Stall => self.on_stall(now),
             Timer::Keypad => self.on_keypad_pause(now),
             Timer::Idle => self.on_idle_check(now),
+            Timer::Greeting => self.on_greeting_timer(now),
+            Timer::Voicemail => self.on_voicemail_timer(now),
             Timer::Playout => {
                 tracing::warn!("no playback acknowledgement in time; going ahead");
                 if let Some(action) = self.playout.timed_out(&mut self.timers) {
@@ -506,6 +517,7 @@ impl CallMachine {
         }
         self.timeline.stream_started(now);
         self.timers.clear(Timer::Start);
+        self.greeting.note_stream_params(&start.params);
         self.phase = match self.mode {
             Mode::Echo => Phase::Live,
             Mode::Gemini => Phase::AwaitingSetup,
@@ -524,6 +536,7 @@ impl CallMachine {
                         .mime_type
                         .as_deref()
                         .is_none_or(|m| m.starts_with("audio/pcm"))
+                    || self.voicemail.drops_agent_audio()
                 {
                     continue;
                 }
@@ -561,6 +574,7 @@ impl CallMachine {
             self.timeline.interrupted(now);
             self.playout.interrupt(&mut self.out);
             self.transcript.flush(Speaker::Agent, &mut self.out);
+            self.voicemail_turn_ended(false, now);
         }
         if content.turn_complete {
             if let Some(reason) = content.turn_complete_reason.as_deref() {
@@ -572,6 +586,7 @@ impl CallMachine {
             if self.idle.goodbye_spoken() {
                 self.handle_after_playout(AfterPlayout::IdleHangUp, now);
             }
+            self.voicemail_turn_ended(true, now);
             if self.session.resume_wanted {
                 self.resume(ResumeCause::GoAway);
             }
@@ -590,6 +605,11 @@ impl CallMachine {
     }
 
     fn caller_route(&self) -> Route {
+        if self.mode == Mode::Gemini && self.turns_hold_caller_audio() {
+            // Before the greeting, and while a machine is on the line: the model must not
+            // answer what it hears.
+            return Route::Drop;
+        }
         match (self.mode, self.phase) {
             (Mode::Echo, Phase::Live) => Route::Echo,
             (Mode::Gemini, Phase::Live) if self.blocking_tools.is_empty() => Route::Send,

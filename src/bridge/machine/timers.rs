@@ -27,10 +27,14 @@ pub enum Timer {
     Keypad,
     /// Time to check whether the line has gone silent.
     Idle,
+    /// The callee said nothing for `GREETING_SILENCE_MS`: greet them anyway.
+    Greeting,
+    /// An answering machine's greeting did not end in time: leave the message anyway.
+    Voicemail,
 }
 
 impl Timer {
-    const ALL: [Timer; 10] = [
+    const ALL: [Timer; 12] = [
         Timer::Start,
         Timer::CallLimit,
         Timer::PhoneSilence,
@@ -41,6 +45,8 @@ impl Timer {
         Timer::Playout,
         Timer::Keypad,
         Timer::Idle,
+        Timer::Greeting,
+        Timer::Voicemail,
     ];
 
     fn index(self) -> usize {

@@ -73,6 +73,8 @@ pub enum EndReason {
     ServerShutdown,
     /// Nobody spoke for `IDLE_HANGUP_SECONDS`; the agent said goodbye and hung up.
     Idle,
+    /// An answering machine answered; the agent left the voicemail message and hung up.
+    VoicemailLeft,
     /// Gemini failed (`cause`); the caller heard the fallback message and was transferred
     /// (`transferred_to`) or hung up on.
     FellBack {
@@ -133,6 +135,7 @@ impl fmt::Display for EndReason {
             EndReason::OverCapacity => f.write_str("over capacity: MAX_CONCURRENT_CALLS reached"),
             EndReason::ServerShutdown => f.write_str("server shutdown"),
             EndReason::Idle => f.write_str("idle: the line stayed silent"),
+            EndReason::VoicemailLeft => f.write_str("voicemail message left"),
             EndReason::FellBack {
                 cause,
                 transferred_to: Some(to),
@@ -155,6 +158,8 @@ pub enum AfterPlayout {
     HangUp,
     /// Hang up a line that stayed silent (end reason [`EndReason::Idle`]).
     IdleHangUp,
+    /// Hang up once the voicemail message has played (end reason [`EndReason::VoicemailLeft`]).
+    VoicemailHangUp,
     /// Transfer to this number (`transfer_call`, answering tool call `call_id`).
     Transfer {
         /// E.164 target.

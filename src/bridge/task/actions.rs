@@ -181,6 +181,7 @@ impl CallTask {
         match action {
             AfterPlayout::HangUp => self.hang_up_then(EndReason::AgentHungUp),
             AfterPlayout::IdleHangUp => self.hang_up_then(EndReason::Idle),
+            AfterPlayout::VoicemailHangUp => self.hang_up_then(EndReason::VoicemailLeft),
             AfterPlayout::Transfer { to, call_id: tool } => {
                 self.transfer(to, TransferFor::Tool(tool))
             }

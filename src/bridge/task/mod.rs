@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 mod actions;
 mod observe;
+mod turns;
 
 use super::jobs::{self, AdmittedCall, JobDone, Jobs, TransferFor};
 use super::machine::{CallMachine, EndReason, Mode, Output};
@@ -253,6 +254,7 @@ impl CallTask {
                 self.answer_tool(&id, &name, &response, None, now);
             }
             JobDone::HungUp { reason } => self.machine.finish(reason),
+            JobDone::MachineAnswered(answered) => self.machine_answered(answered),
             JobDone::Transferred {
                 to,
                 purpose,
@@ -301,6 +303,7 @@ impl CallTask {
             to = %call.caller.to,
             "call started"
         );
+        self.start_turns(&call.caller.direction, call.voicemail);
         if let Some(setup) = call.setup {
             self.machine.handle_session_setup(setup);
         }

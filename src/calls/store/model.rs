@@ -293,6 +293,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_machine_verdict_stays_final_over_a_later_completed() {
+        // ON_MACHINE=message: the call goes on after `machine`, and ends with `completed`.
+        assert!(!CallStatus::Machine.advances_to(CallStatus::Completed));
+        assert!(!CallStatus::Machine.advances_to(CallStatus::InProgress));
+        assert!(CallStatus::InProgress.advances_to(CallStatus::Machine));
+        assert!(CallStatus::Completed.advances_to(CallStatus::Machine));
+    }
+
+    #[test]
     fn formats_rfc3339_utc_milliseconds() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
