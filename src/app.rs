@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::admission::Admission;
 use crate::audio::clip::Clip;
 use crate::audio::{Downlink, Uplink};
+use crate::bridge::prewarm::Prewarm;
 use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
@@ -70,6 +71,8 @@ pub struct App {
     pub instance_id: String,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// Gemini sessions opened at answer webhooks, waiting for their calls' streams.
+    pub prewarm: Prewarm,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -138,6 +141,7 @@ impl App {
             post_call::start(store.clone(), settings, &instance_id, &shutdown)
                 .map_err(StartError::Tls)?;
         }
+        let prewarm = Prewarm::new(config.prewarm, config.limits.max_concurrent_calls);
         Ok(Self {
             fallback_clip,
             stream_tokens: StreamTokens::new(&stream_secret(&config)),
@@ -154,6 +158,7 @@ impl App {
             tools,
             http,
             metrics: Metrics::new(),
+            prewarm,
             started: Instant::now(),
         })
     }

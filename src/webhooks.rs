@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::admission::ANSWER_TO_START;
 use crate::app::App;
+use crate::bridge::jobs::session_setup;
 use crate::calls::{CallRecord, CallStatus, NewCall};
 use crate::e164;
 use crate::metrics::WebhookRejection;
@@ -187,7 +188,7 @@ pub async fn answer(
         tracing::warn!(call = %record.id, status = %record.status, "answer webhook for a call that has already ended; hanging up");
         return xml(provider.hangup_xml());
     }
-    let record_id = record.map(|record| record.id);
+    let record_id = record.as_ref().map(|record| record.id.clone());
 
     if let Some(verdict) = info.answered_by.as_deref().filter(|v| is_machine(v)) {
         tracing::info!(
@@ -210,6 +211,7 @@ pub async fn answer(
         }
         return xml(provider.busy_xml(&app.config.limits.busy_message));
     }
+    prewarm_session(&app, slot, record.as_ref());
     if let Some(id) = &record_id
         && let Err(error) = app.store.record_status(id, CallStatus::InProgress).await
     {
@@ -224,6 +226,17 @@ pub async fn answer(
         expires_at: unix_now() + ANSWER_TO_START.as_secs(),
     };
     xml(connect_stream(&app, provider, &claims))
+}
+
+/// Starts opening the Gemini session of the call admitted under `slot` now, while the
+/// provider opens its media stream; the stream's start takes it ([`crate::bridge::prewarm`]).
+fn prewarm_session(app: &App, slot: &str, record: Option<&CallRecord>) {
+    if !app.prewarm.is_on() {
+        return;
+    }
+    if let (Some(config), Some(setup)) = (&app.config.gemini, session_setup(app, record)) {
+        app.prewarm.start(slot, setup, config, &app.shutdown);
+    }
 }
 
 /// The answer XML that connects the call to our stream route, carrying the claims and the

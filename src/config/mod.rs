@@ -262,6 +262,9 @@ pub struct Config {
     pub post_call_webhook: Option<PostCallWebhook>,
     /// Turn detection, expressive options, keypad and silent-line handling.
     pub conversation: ConversationConfig,
+    /// How long a Gemini session opened at the answer webhook waits for its call's stream
+    /// (`GEMINI_PREWARM_SECS`, default 10); `None` (`0`) opens sessions at the stream's start.
+    pub prewarm: Option<Duration>,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -355,6 +358,7 @@ impl Config {
             fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
             post_call_webhook: read::post_call_webhook(&vars)?,
             conversation,
+            prewarm: read::prewarm(&vars)?,
         })
     }
 

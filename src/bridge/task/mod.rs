@@ -22,6 +22,7 @@ mod actions;
 
 use super::jobs::{self, AdmittedCall, JobDone, Jobs, TransferFor};
 use super::machine::{CallMachine, EndReason, Mode, Output};
+use super::prewarm::WarmSession;
 use crate::admission::LiveCall;
 use crate::app::App;
 use crate::calls::CallStatus;
@@ -86,6 +87,8 @@ struct CallTask {
     gemini_tx: Option<GeminiSink>,
     gemini_rx: Option<GeminiStream>,
     connecting: Option<Connecting>,
+    /// The session opened at the answer webhook, until the first connection takes it.
+    warm_session: Option<WarmSession>,
     jobs: Jobs,
     call: Option<Admitted>,
     /// Messages moved since they were last added to the metrics (plain integers: the
@@ -126,6 +129,7 @@ impl CallTask {
             gemini_tx: None,
             gemini_rx: None,
             connecting: None,
+            warm_session: None,
             jobs: Jobs::default(),
             call: None,
             frames: FrameCounts::default(),
@@ -295,6 +299,8 @@ impl CallTask {
             to = %call.caller.to,
             "call started"
         );
+        // Before the setup: the connection it asks for takes the pre-warmed session.
+        self.warm_session = call.warm_session;
         if let Some(setup) = call.setup {
             self.machine.handle_session_setup(setup);
         }
@@ -339,10 +345,13 @@ impl CallTask {
                 }
                 Output::ConnectGemini(setup) => {
                     if let Some(config) = self.app.config.gemini.clone() {
-                        self.connecting =
-                            Some(Box::pin(
-                                async move { gemini::connect(&config, &setup).await },
-                            ));
+                        let warm = self.warm_session.take();
+                        self.connecting = Some(Box::pin(async move {
+                            match warm {
+                                Some(warm) => warm.connect(&config, &setup).await,
+                                None => gemini::connect(&config, &setup).await,
+                            }
+                        }));
                     }
                 }
                 Output::CloseGemini => self.close_gemini().await,

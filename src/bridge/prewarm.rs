@@ -1,0 +1,284 @@
+//! Pre-warming: a call's Gemini session is opened when its answer webhook is answered, not
+//! when its media stream starts.
+//!
+//! Between answering a webhook and sending the stream's `start`, a provider takes hundreds of
+//! milliseconds; opening a Live session (handshake, `setup`, `setupComplete`) takes about as
+//! long. Doing both at once takes the session's opening off the time to the caller's first
+//! words. The session is keyed by the call's admission key (its record id, or the provider's
+//! call id without one), which the stream's checked token names; the stream's start adopts it.
+//! Only the opening is done early: the model is asked to greet once the stream exists, so the
+//! caller hears the greeting from its start.
+//!
+//! Each waiting session has one task, a *warmer*, that opens it and closes it when no stream
+//! came for it in time, when the server shuts down, or when the stream gave up on it. A
+//! session that failed to open is dropped at once, and the start path opens a fresh one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::config::GeminiConfig;
+use crate::gemini::{self, ConnectError, GeminiSocket, SessionSetup};
+use crate::shutdown::Shutdown;
+
+/// How long closing an unused session may take before it is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the warmer hands over: the open session, or why it could not be opened.
+type Opened = Result<GeminiSocket, ConnectError>;
+
+/// Sessions opened at answer webhooks, waiting for their streams.
+#[derive(Debug)]
+pub struct Prewarm {
+    /// `None`: pre-warming is off (`GEMINI_PREWARM_SECS=0`).
+    hold: Option<Duration>,
+    registry: Arc<Registry>,
+}
+
+#[derive(Debug)]
+struct Registry {
+    waiting: Mutex<HashMap<String, Waiting>>,
+    /// At most this many sessions wait at once: one per call slot.
+    capacity: usize,
+    next_id: AtomicU64,
+}
+
+/// One session waiting for its stream.
+#[derive(Debug)]
+struct Waiting {
+    /// Tells this session from a later one under the same key.
+    id: u64,
+    setup: SessionSetup,
+    message: String,
+    opened: oneshot::Receiver<Opened>,
+}
+
+/// A pre-warmed session taken by its call's stream: open already, or still opening.
+#[derive(Debug)]
+pub struct WarmSession {
+    setup: SessionSetup,
+    message: String,
+    opened: oneshot::Receiver<Opened>,
+}
+
+impl Prewarm {
+    /// Sessions wait up to `hold` for their stream (`None`: nothing is pre-warmed); at most
+    /// `capacity` wait at once (the call limit: each waiting session belongs to a call slot).
+    pub fn new(hold: Option<Duration>, capacity: usize) -> Self {
+        Self {
+            hold,
+            registry: Arc::new(Registry {
+                waiting: Mutex::new(HashMap::new()),
+                capacity,
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Starts opening the session of the call admitted under `key`, set up with `setup`. Does
+    /// nothing when pre-warming is off, the server is shutting down, `key` already has one (a
+    /// replayed webhook) or every slot's session is waiting.
+    pub fn start(
+        &self,
+        key: &str,
+        setup: SessionSetup,
+        config: &GeminiConfig,
+        shutdown: &Shutdown,
+    ) {
+        let Some(hold) = self.hold else { return };
+        if shutdown.has_begun() {
+            return;
+        }
+        let message = setup.to_message(None);
+        let (handover, opened) = oneshot::channel();
+        let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut waiting = self.registry.waiting();
+            if waiting.contains_key(key) || waiting.len() >= self.registry.capacity {
+                return;
+            }
+            waiting.insert(
+                key.to_owned(),
+                Waiting {
+                    id,
+                    setup,
+                    message: message.clone(),
+                    opened,
+                },
+            );
+        }
+        let warmer = Warmer {
+            registry: Arc::clone(&self.registry),
+            key: key.to_owned(),
+            id,
+        };
+        let config = config.clone();
+        let stop = shutdown.signal();
+        shutdown.spawn_helper(warmer.run(config, message, handover, hold, stop));
+    }
+
+    /// Takes the session pre-warmed for `key`, if one is waiting. Only a stream whose token
+    /// proved it belongs to `key` may take it.
+    pub fn adopt(&self, key: &str) -> Option<WarmSession> {
+        let Waiting {
+            setup,
+            message,
+            opened,
+            ..
+        } = self.registry.waiting().remove(key)?;
+        Some(WarmSession {
+            setup,
+            message,
+            opened,
+        })
+    }
+
+    /// True unless pre-warming is off (`GEMINI_PREWARM_SECS=0`).
+    pub fn is_on(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// Sessions waiting for their stream now.
+    pub fn waiting(&self) -> usize {
+        self.registry.waiting().len()
+    }
+}
+
+impl Registry {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Waiting>> {
+        // A panic while holding the lock leaves a plain map behind: still usable.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Removes session `id` of `key` unless its stream took it first.
+    fn withdraw(&self, key: &str, id: u64) -> Option<Waiting> {
+        let mut waiting = self.waiting();
+        match waiting.get(key) {
+            Some(entry) if entry.id == id => waiting.remove(key),
+            _ => None,
+        }
+    }
+}
+
+impl WarmSession {
+    /// The setup the session was opened with (the call's prompt, rendered at the webhook).
+    pub fn setup(&self) -> &SessionSetup {
+        &self.setup
+    }
+
+    /// The open session, once it is: waits for a session still opening. A session opened
+    /// with another setup than `setup_message`, or one that failed, is not used; a fresh
+    /// one is opened instead, as without pre-warming.
+    pub async fn connect(self, config: &GeminiConfig, setup_message: &str) -> Opened {
+        if self.message == setup_message {
+            match self.opened.await {
+                Ok(Ok(socket)) => {
+                    tracing::debug!("using the Gemini session opened at the answer webhook");
+                    return Ok(socket);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "the pre-warmed Gemini session failed; opening another");
+                }
+                Err(_) => tracing::warn!("the pre-warmed Gemini session was lost; opening another"),
+            }
+        }
+        gemini::connect(config, setup_message).await
+    }
+}
+
+/// The task that opens one pre-warmed session and closes it if no stream takes it.
+struct Warmer {
+    registry: Arc<Registry>,
+    key: String,
+    id: u64,
+}
+
+impl Warmer {
+    async fn run(
+        self,
+        config: GeminiConfig,
+        message: String,
+        mut handover: oneshot::Sender<Opened>,
+        hold: Duration,
+        stop: impl Future<Output = ()>,
+    ) {
+        let expiry = tokio::time::sleep(hold);
+        let connecting = gemini::connect(&config, &message);
+        tokio::pin!(expiry, connecting, stop);
+        // Set once the deadline or shutdown came but the stream had already taken the
+        // session: it is the call's now, and is handed over however long it takes.
+        let mut adopted = false;
+        let opened = loop {
+            tokio::select! {
+                opened = &mut connecting => break opened,
+                // The stream took it, then its call ended before the session was open.
+                () = handover.closed() => return,
+                () = &mut expiry, if !adopted => {
+                    if self.give_up("no stream came in time") {
+                        return;
+                    }
+                    adopted = true;
+                }
+                () = &mut stop, if !adopted => {
+                    if self.give_up("the server is shutting down") {
+                        return;
+                    }
+                    adopted = true;
+                }
+            }
+        };
+        if opened.is_err() && !adopted && self.registry.withdraw(&self.key, self.id).is_some() {
+            // Not waiting for it to fail again at the start: the stream opens a fresh one.
+            if let Err(error) = &opened {
+                tracing::warn!(%error, call = %self.key, "could not pre-warm the Gemini session; the stream's start will open one");
+            }
+            return;
+        }
+        if let Err(unwanted) = handover.send(opened) {
+            close(unwanted).await;
+            return;
+        }
+        if adopted {
+            return;
+        }
+        tokio::select! {
+            () = &mut expiry => {}
+            () = &mut stop => {}
+        }
+        if let Some(waiting) = self.registry.withdraw(&self.key, self.id) {
+            tracing::info!(call = %self.key, "no stream came for the pre-warmed Gemini session in time; closing it");
+            let mut opened = waiting.opened;
+            if let Ok(unused) = opened.try_recv() {
+                close(unused).await;
+            }
+        }
+    }
+
+    /// Withdraws the session from the registry; false when its stream took it first.
+    fn give_up(&self, why: &str) -> bool {
+        let withdrawn = self.registry.withdraw(&self.key, self.id).is_some();
+        if withdrawn {
+            tracing::info!(call = %self.key, why, "closing a pre-warmed Gemini session before it opened");
+        }
+        withdrawn
+    }
+}
+
+/// Closes a session no call uses, politely if it opened.
+async fn close(unused: Opened) {
+    if let Ok(mut socket) = unused {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "no call took this session".into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
+    }
+}
