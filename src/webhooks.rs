@@ -360,14 +360,17 @@ pub async fn status(
             );
             if ended && let Some(call_id) = &event.provider_call_id {
                 app.admission.release(call_id);
+                app.prewarm.cancel(call_id);
             }
             return StatusCode::NO_CONTENT.into_response();
         }
     };
     if ended {
-        // A call that ends before its stream starts gives its slot back now rather than
-        // when the reservation lapses; a live call's slot is held by its task instead.
+        // A call that ends before its stream starts gives its slot back, and closes its
+        // pre-warmed session, now rather than when either lapses; a live call's slot is
+        // held by its task instead.
         app.admission.release(&record.id);
+        app.prewarm.cancel(&record.id);
     }
     tracing::info!(call = %record.id, status = ?event.status, answered_by = ?event.answered_by, "provider callback");
     let store = &app.store;

@@ -1,6 +1,7 @@
 //! Pre-warming, end to end on both providers: the Gemini session opens at the answer webhook,
 //! the stream's `start` takes it (so the caller hears the agent sooner), and a session whose
-//! stream never comes, that failed, or that the server's shutdown finds waiting is closed.
+//! stream never comes, whose call ended first, that failed, or that the server's shutdown
+//! finds waiting is closed (or, having failed, replaced).
 
 mod support;
 
@@ -261,6 +262,29 @@ async fn a_webhook_whose_stream_never_comes_closes_its_session() {
         );
         assert_eq!(world.server.app.prewarm.waiting(), 0, "{provider:?}");
         assert_eq!(world.server.health().await["active_calls"], 0);
+    }
+}
+
+#[tokio::test]
+async fn a_call_that_ends_before_its_stream_closes_its_session_at_once() {
+    let mut world = World::start(&[]).await;
+    for provider in PROVIDERS {
+        let call_id = format!("CA-gone-{}", route(provider));
+        world.answer(provider, &call_id).await;
+        let mut session = world.gemini.next_session(WAIT).await;
+        let (path, id_field) = match provider {
+            Provider::Twilio => ("/twilio/status", "CallSid"),
+            Provider::Plivo => ("/plivo/hangup", "CallUUID"),
+        };
+        let form = [(id_field, call_id.as_str()), ("CallStatus", "completed")];
+        let (status, body) = world.server.webhook(route(provider), path, &form).await;
+        assert_eq!(status, 204, "{body}");
+        // Well before the 10 s a session waits for a stream that might still come.
+        assert!(
+            session.wait_closed(Duration::from_secs(2)).await,
+            "{provider:?}: the ended call's session stays open"
+        );
+        assert_eq!(world.server.app.prewarm.waiting(), 0);
     }
 }
 

@@ -139,6 +139,15 @@ impl Prewarm {
         })
     }
 
+    /// Closes the session waiting for `key`: its call ended before its stream started.
+    pub fn cancel(&self, key: &str) {
+        let Some(waiting) = self.registry.waiting().remove(key) else {
+            return;
+        };
+        tracing::info!(call = %key, "the call ended before its stream; closing its pre-warmed Gemini session");
+        tokio::spawn(waiting.close());
+    }
+
     /// True unless pre-warming is off (`GEMINI_PREWARM_SECS=0`).
     pub fn is_on(&self) -> bool {
         self.hold.is_some()
@@ -213,62 +222,72 @@ impl Warmer {
         let expiry = tokio::time::sleep(hold);
         let connecting = gemini::connect(&config, &message);
         tokio::pin!(expiry, connecting, stop);
-        // Set once the deadline or shutdown came but the stream had already taken the
-        // session: it is the call's now, and is handed over however long it takes.
-        let mut adopted = false;
+        // Set once the deadline or shutdown came but the session was no longer in the
+        // registry: its stream took it, and it is handed over however long it takes.
+        let mut taken = false;
         let opened = loop {
             tokio::select! {
                 opened = &mut connecting => break opened,
-                // The stream took it, then its call ended before the session was open.
+                // Its call ended (before or after its stream took it): nobody will use it.
                 () = handover.closed() => return,
-                () = &mut expiry, if !adopted => {
+                () = &mut expiry, if !taken => {
                     if self.give_up("no stream came in time") {
                         return;
                     }
-                    adopted = true;
+                    taken = true;
                 }
-                () = &mut stop, if !adopted => {
+                () = &mut stop, if !taken => {
                     if self.give_up("the server is shutting down") {
                         return;
                     }
-                    adopted = true;
+                    taken = true;
                 }
             }
         };
-        if opened.is_err() && !adopted && self.registry.withdraw(&self.key, self.id).is_some() {
-            // Not waiting for it to fail again at the start: the stream opens a fresh one.
-            if let Err(error) = &opened {
-                tracing::warn!(%error, call = %self.key, "could not pre-warm the Gemini session; the stream's start will open one");
-            }
+        if let Err(error) = &opened
+            && !taken
+            && self.registry.withdraw(&self.key, self.id).is_some()
+        {
+            // Withdrawn rather than left to fail again at the start: the stream opens a
+            // fresh session instead.
+            tracing::warn!(%error, call = %self.key, "could not pre-warm the Gemini session; the stream's start will open one");
             return;
         }
         if let Err(unwanted) = handover.send(opened) {
             close(unwanted).await;
             return;
         }
-        if adopted {
+        if taken {
             return;
         }
-        tokio::select! {
-            () = &mut expiry => {}
-            () = &mut stop => {}
-        }
+        let why = tokio::select! {
+            () = &mut expiry => "no stream came in time",
+            () = &mut stop => "the server is shutting down",
+        };
         if let Some(waiting) = self.registry.withdraw(&self.key, self.id) {
-            tracing::info!(call = %self.key, "no stream came for the pre-warmed Gemini session in time; closing it");
-            let mut opened = waiting.opened;
-            if let Ok(unused) = opened.try_recv() {
-                close(unused).await;
-            }
+            tracing::info!(call = %self.key, why, "closing an unused pre-warmed Gemini session");
+            waiting.close().await;
         }
     }
 
-    /// Withdraws the session from the registry; false when its stream took it first.
+    /// Withdraws the session from the registry; false when something took it first.
     fn give_up(&self, why: &str) -> bool {
         let withdrawn = self.registry.withdraw(&self.key, self.id).is_some();
         if withdrawn {
             tracing::info!(call = %self.key, why, "closing a pre-warmed Gemini session before it opened");
         }
         withdrawn
+    }
+}
+
+impl Waiting {
+    /// Closes the session: politely if it is open; one still opening is abandoned, as its
+    /// warmer sees nobody waits for it.
+    async fn close(self) {
+        let mut opened = self.opened;
+        if let Ok(unused) = opened.try_recv() {
+            close(unused).await;
+        }
     }
 }
 
