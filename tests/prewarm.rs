@@ -336,3 +336,81 @@ async fn shutdown_closes_the_sessions_waiting_for_a_stream() {
     }
     assert_eq!(world.server.app.prewarm.waiting(), 0);
 }
+
+/// When the stream's `start` is sent, in the benchmark.
+#[derive(Clone, Copy, Debug)]
+enum StartAt {
+    /// Once the pre-warmed session is open (the provider took ≥ 450 ms to open its stream).
+    SessionOpen,
+    /// As soon as the answer webhook is answered (the least pre-warming can gain).
+    AnswerReturned,
+}
+
+/// The benchmark behind the pre-warm figures: `start` → first agent frame, with pre-warming
+/// (the session open when `start` comes, or still opening) and without, against the
+/// delaying fake. Not part of the suite (it takes ~30 s):
+/// `cargo test --test prewarm -- --ignored --nocapture bench_`, with
+/// `PREWARM_BENCH_RUNS` calls per figure (default 7).
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_start_to_first_agent_frame() {
+    let runs: usize = std::env::var("PREWARM_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(7);
+    let mut warm = World::start(&[]).await;
+    let mut cold = World::start(&[("GEMINI_PREWARM_SECS", "0")]).await;
+    warm.gemini.set_delays(LIVE_DELAYS);
+    cold.gemini.set_delays(LIVE_DELAYS);
+    println!("| provider | pre-warm | start sent | median | min | max | runs |");
+    println!("|---|---|---|---|---|---|---|");
+    for provider in PROVIDERS {
+        let cases = [
+            ("on", Some(StartAt::SessionOpen)),
+            ("on", Some(StartAt::AnswerReturned)),
+            ("off", None),
+        ];
+        for (label, start_at) in cases {
+            let world = if start_at.is_some() {
+                &mut warm
+            } else {
+                &mut cold
+            };
+            let mut figures = Vec::with_capacity(runs);
+            for run in 0..runs {
+                let call_id = format!("CA-bench-{label}-{start_at:?}-{run}");
+                let params = world.answer(provider, &call_id).await;
+                if let Some(StartAt::SessionOpen) = start_at {
+                    // Held, so the fake keeps it open; the call takes it over.
+                    let _opened = world.gemini.next_session(WAIT).await;
+                    let (mut call, took) = world
+                        .start_to_first_frame(provider, &call_id, &params)
+                        .await;
+                    figures.push(took);
+                    call.hang_up().await;
+                } else {
+                    let (mut call, took) = world
+                        .start_to_first_frame(provider, &call_id, &params)
+                        .await;
+                    figures.push(took);
+                    call.hang_up().await;
+                    let _ = world.gemini.next_session(WAIT).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            figures.sort();
+            let ms = |d: &Duration| d.as_millis();
+            let sent = match start_at {
+                Some(StartAt::SessionOpen) => "session open",
+                Some(StartAt::AnswerReturned) => "right after the answer",
+                None => "after the answer",
+            };
+            println!(
+                "| {provider:?} | {label} | {sent} | {} ms | {} ms | {} ms | {runs} |",
+                ms(&figures[runs / 2]),
+                ms(&figures[0]),
+                ms(&figures[runs - 1]),
+            );
+        }
+    }
+}

@@ -301,3 +301,90 @@ async fn close(unused: Opened) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    /// A Gemini that accepts connections and never answers, so sessions stay opening.
+    async fn silent_gemini() -> (tokio::net::TcpListener, GeminiConfig) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let config = GeminiConfig {
+            api_key: Secret::new("k"),
+            model: "gemini-3.8-live".into(),
+            voice: "Kore".into(),
+            language: None,
+            live_url: format!("ws://{addr}/live"),
+            setup_timeout: Duration::from_secs(5),
+            backend: Default::default(),
+        };
+        (listener, config)
+    }
+
+    fn setup(config: &GeminiConfig) -> SessionSetup {
+        SessionSetup::new(config, "Be brief.".into())
+    }
+
+    #[tokio::test]
+    async fn no_more_sessions_wait_than_there_are_call_slots() {
+        let (_gemini, config) = silent_gemini().await;
+        let shutdown = Shutdown::new();
+        let prewarm = Prewarm::new(Some(Duration::from_secs(10)), 2);
+        for key in ["a", "b", "c"] {
+            prewarm.start(key, setup(&config), &config, &shutdown);
+        }
+        assert_eq!(prewarm.waiting(), 2);
+        assert!(
+            prewarm.adopt("c").is_none(),
+            "over the limit, nothing opened"
+        );
+        // A replayed webhook does not open a second session for its call.
+        prewarm.start("a", setup(&config), &config, &shutdown);
+        assert_eq!(prewarm.waiting(), 2);
+        assert!(prewarm.adopt("a").is_some());
+        assert!(prewarm.adopt("a").is_none(), "taken once");
+        prewarm.cancel("b");
+        assert_eq!(prewarm.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_opened_when_off_or_shutting_down() {
+        let (_gemini, config) = silent_gemini().await;
+        let shutdown = Shutdown::new();
+        let off = Prewarm::new(None, 10);
+        assert!(!off.is_on());
+        off.start("a", setup(&config), &config, &shutdown);
+        assert_eq!(off.waiting(), 0);
+
+        let on = Prewarm::new(Some(Duration::from_secs(10)), 10);
+        shutdown.begin();
+        on.start("a", setup(&config), &config, &shutdown);
+        assert_eq!(on.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_session_opened_with_another_setup_is_not_used() {
+        let (_gemini, config) = silent_gemini().await;
+        let prewarm = Prewarm::new(Some(Duration::from_secs(10)), 1);
+        prewarm.start("a", setup(&config), &config, &Shutdown::new());
+        let warm = prewarm.adopt("a").expect("waiting");
+        let mut other = setup(&config);
+        other.system_instruction = "Another prompt.".into();
+        let fast_fail = GeminiConfig {
+            live_url: "ws://127.0.0.1:1/live".into(),
+            ..config.clone()
+        };
+        // Not the still-opening session (which would hang until its timeout): a fresh one.
+        let opened = tokio::time::timeout(
+            Duration::from_secs(2),
+            warm.connect(&fast_fail, &other.to_message(None)),
+        )
+        .await
+        .expect("did not wait for the pre-warmed session");
+        assert!(matches!(opened, Err(ConnectError::Transport(_))));
+    }
+}

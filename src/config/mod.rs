@@ -624,4 +624,20 @@ mod tests {
         assert_eq!(hook.url, "http://127.0.0.1:9000/hook");
         assert_eq!(hook.secret.expose(), "0123456789abcdef");
     }
+
+    #[test]
+    fn prewarming_holds_sessions_ten_seconds_unless_turned_off() {
+        let prewarm = |value: Option<&str>| {
+            let mut vars = MINIMAL.to_vec();
+            vars.extend(value.map(|v| ("GEMINI_PREWARM_SECS", v)));
+            config(&vars).map(|c| c.prewarm)
+        };
+        assert_eq!(prewarm(None).unwrap(), Some(Duration::from_secs(10)));
+        assert_eq!(prewarm(Some("3")).unwrap(), Some(Duration::from_secs(3)));
+        assert_eq!(prewarm(Some("0")).unwrap(), None);
+        let too_long = prewarm(Some("61")).unwrap_err();
+        assert_eq!(too_long.var, "GEMINI_PREWARM_SECS");
+        assert!(too_long.problem.contains("at most 60"), "{too_long}");
+        assert!(prewarm(Some("soon")).is_err());
+    }
 }
