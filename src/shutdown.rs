@@ -5,7 +5,8 @@
 //! through [`Shutdown::spawn_call`] and listening on [`Shutdown::signal`] in its select loop —
 //! ends its own call with the reason `server shutdown` and writes its record. The process
 //! then waits for the calls with [`Shutdown::drain`], up to a deadline after which whatever is
-//! left is cut.
+//! left is cut. Helpers spawned through [`Shutdown::spawn_helper`] (pre-warmed Gemini sessions
+//! closing themselves) are waited for the same way.
 
 use std::future::Future;
 use std::time::Duration;
