@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::admission::Admission;
 use crate::audio::clip::Clip;
 use crate::audio::{Downlink, Uplink};
+use crate::bridge::prewarm::Prewarm;
 use crate::bridge::voicemail::MachineVerdicts;
 use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
@@ -73,6 +74,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Calls waiting to hear that an answering machine picked up (`ON_MACHINE=message`).
     pub machine_verdicts: Arc<MachineVerdicts>,
+    /// Gemini sessions opened at answer webhooks, waiting for their calls' streams.
+    pub prewarm: Prewarm,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -141,6 +144,7 @@ impl App {
             post_call::start(store.clone(), settings, &instance_id, &shutdown)
                 .map_err(StartError::Tls)?;
         }
+        let prewarm = Prewarm::new(config.prewarm, config.limits.max_concurrent_calls);
         Ok(Self {
             fallback_clip,
             stream_tokens: StreamTokens::new(&stream_secret(&config)),
@@ -158,6 +162,7 @@ impl App {
             http,
             metrics: Metrics::new(),
             machine_verdicts: Arc::default(),
+            prewarm,
             started: Instant::now(),
         })
     }

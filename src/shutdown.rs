@@ -5,7 +5,8 @@
 //! through [`Shutdown::spawn_call`] and listening on [`Shutdown::signal`] in its select loop —
 //! ends its own call with the reason `server shutdown` and writes its record. The process
 //! then waits for the calls with [`Shutdown::drain`], up to a deadline after which whatever is
-//! left is cut.
+//! left is cut. Helpers spawned through [`Shutdown::spawn_helper`] (pre-warmed Gemini sessions
+//! closing themselves) are waited for the same way.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,6 +19,9 @@ use tokio_util::task::TaskTracker;
 pub struct Shutdown {
     signal: CancellationToken,
     calls: TaskTracker,
+    /// Tasks that are not calls but hold something to close politely: pre-warmed Gemini
+    /// sessions waiting for their stream.
+    helpers: TaskTracker,
 }
 
 impl Shutdown {
@@ -50,17 +54,29 @@ impl Shutdown {
         self.calls.spawn(call);
     }
 
+    /// Runs a task that is not a call but that [`Self::drain`] also waits for (a pre-warmed
+    /// Gemini session closing itself). It must end soon after [`Self::signal`] fires.
+    pub fn spawn_helper<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.helpers.spawn(task);
+    }
+
     /// Calls still running.
     pub fn running_calls(&self) -> usize {
         self.calls.len()
     }
 
-    /// Waits up to `within` for every call task to end; true if they all did.
+    /// Waits up to `within` for every call task and helper to end; true if they all did.
     pub async fn drain(&self, within: Duration) -> bool {
         self.calls.close();
-        tokio::time::timeout(within, self.calls.wait())
-            .await
-            .is_ok()
+        self.helpers.close();
+        let all_ended = async {
+            self.calls.wait().await;
+            self.helpers.wait().await;
+        };
+        tokio::time::timeout(within, all_ended).await.is_ok()
     }
 }
 
@@ -85,6 +101,20 @@ mod tests {
         assert!(shutdown.drain(Duration::from_secs(2)).await);
         assert!(ended_rx.await.is_ok());
         assert!(shutdown.has_begun());
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_helpers_too() {
+        let shutdown = Shutdown::new();
+        let signal = shutdown.signal();
+        shutdown.spawn_helper(async move {
+            signal.await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        });
+        assert!(!shutdown.drain(Duration::from_millis(20)).await);
+        shutdown.begin();
+        assert!(shutdown.drain(Duration::from_secs(2)).await);
+        assert_eq!(shutdown.running_calls(), 0, "a helper is no call");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::admission::ANSWER_TO_START;
 use crate::app::App;
+use crate::bridge::jobs::session_setup;
 use crate::bridge::voicemail::leaves_message;
 use crate::calls::{CallRecord, CallStatus, NewCall};
 use crate::e164;
@@ -195,7 +196,7 @@ pub async fn answer(
         tracing::warn!(call = %record.id, status = %record.status, "answer webhook for a call that has already ended; hanging up");
         return xml(provider.hangup_xml());
     }
-    let record_id = record.map(|record| record.id);
+    let record_id = record.as_ref().map(|record| record.id.clone());
 
     if let Some(verdict) = info.answered_by.as_deref().filter(|v| is_machine(v)) {
         if let Some(id) = &record_id {
@@ -225,6 +226,7 @@ pub async fn answer(
         }
         return xml(provider.busy_xml(&app.config.limits.busy_message));
     }
+    prewarm_session(&app, slot, record.as_ref());
     if let Some(id) = &record_id
         && let Err(error) = app.store.record_status(id, CallStatus::InProgress).await
     {
@@ -244,6 +246,17 @@ pub async fn answer(
         &claims,
         info.answered_by.as_deref(),
     ))
+}
+
+/// Starts opening the Gemini session of the call admitted under `slot` now, while the
+/// provider opens its media stream; the stream's start takes it ([`crate::bridge::prewarm`]).
+fn prewarm_session(app: &App, slot: &str, record: Option<&CallRecord>) {
+    if !app.prewarm.is_on() {
+        return;
+    }
+    if let (Some(config), Some(setup)) = (&app.config.gemini, session_setup(app, record)) {
+        app.prewarm.start(slot, setup, config, &app.shutdown);
+    }
 }
 
 /// The answer XML that connects the call to our stream route, carrying the claims and the
@@ -375,14 +388,17 @@ pub async fn status(
             );
             if ended && let Some(call_id) = &event.provider_call_id {
                 app.admission.release(call_id);
+                app.prewarm.cancel(call_id);
             }
             return StatusCode::NO_CONTENT.into_response();
         }
     };
     if ended {
-        // A call that ends before its stream starts gives its slot back now rather than
-        // when the reservation lapses; a live call's slot is held by its task instead.
+        // A call that ends before its stream starts gives its slot back, and closes its
+        // pre-warmed session, now rather than when either lapses; a live call's slot is
+        // held by its task instead.
         app.admission.release(&record.id);
+        app.prewarm.cancel(&record.id);
     }
     tracing::info!(call = %record.id, status = ?event.status, answered_by = ?event.answered_by, "provider callback");
     let store = &app.store;

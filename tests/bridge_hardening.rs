@@ -212,7 +212,9 @@ async fn the_shutdown_signal_ends_every_call_with_its_reason_on_record() {
         (Provider::Plivo, "6f9a1c3e-0000-4000-8000-00000000eeee"),
     ] {
         let caller = Caller::start(&server, provider, call_id).await;
-        let session = gemini.next_session(WAIT).await;
+        let mut session = gemini.next_session(WAIT).await;
+        // The session opens at the answer webhook; the greeting cue shows the call is live.
+        assert!(session.recv(WAIT).await.is_some(), "no greeting cue");
         calls.push((provider, call_id, caller, session));
     }
     assert!(server.wait_active_calls(2, WAIT).await);

@@ -150,7 +150,9 @@ async fn a_scrape_counts_what_the_calls_did() {
 
     // A Plivo call the caller hangs up on at once.
     let mut plivo = Caller::start(&server, Provider::Plivo, "plivo-m2").await;
-    let _plivo_session = gemini.next_session(WAIT).await;
+    let mut plivo_session = gemini.next_session(WAIT).await;
+    // Opened at the answer webhook; the greeting cue shows the call took it.
+    let _greeting_cue = next_non_audio(&mut plivo_session).await;
     assert!(server.wait_active_calls(2, WAIT).await);
     twilio.hang_up().await;
     plivo.hang_up().await;

@@ -127,6 +127,12 @@ async fn a_stream_without_our_token_never_reaches_gemini() {
             "{provider:?}: stream without a token kept open"
         );
 
+        assert_eq!(
+            gemini.connection_count(),
+            0,
+            "{provider:?}: a forged stream opened a Gemini session"
+        );
+
         // A real token, but issued for another call.
         let params = server.answer(provider, "CAreal", &[]).await;
         let mut caller = Caller::start_with(&server, provider, "CAother", &params).await;
@@ -134,14 +140,14 @@ async fn a_stream_without_our_token_never_reaches_gemini() {
             caller.wait_closed(WAIT).await,
             "{provider:?}: token reused for another call"
         );
-
         assert_eq!(
-            gemini.connection_count(),
-            0,
-            "{provider:?}: a forged stream opened a Gemini session"
+            server.app.prewarm.waiting(),
+            1,
+            "{provider:?}: a forged stream took the session opened for the real call"
         );
         assert!(server.wait_active_calls(0, WAIT).await);
 
+        // The real call's stream takes the session its answer webhook opened.
         let mut genuine = Caller::start_with(&server, provider, "CAreal", &params).await;
         assert!(!genuine.wait_closed(Duration::from_millis(300)).await);
         assert_eq!(gemini.connection_count(), 1);

@@ -145,7 +145,9 @@ async fn sigterm_mid_call_exits_within_the_drain_deadline_and_records_the_call()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert!(caller.send_start(call_sid, "MZ42", &custom).await);
-    let _session = gemini.next_session(WAIT).await;
+    // The session opens at the answer webhook; the greeting cue shows the stream took it.
+    let mut session = gemini.next_session(WAIT).await;
+    assert!(session.recv(WAIT).await.is_some(), "no greeting cue");
 
     // And a client that sent half a request and went quiet.
     let mut half_open = TcpStream::connect(("127.0.0.1", server.port))

@@ -171,10 +171,11 @@ async fn forged_record_from_to_or_direction_never_reach_gemini() {
         ] {
             assert_refused(&world, provider, &call, &with_param(&genuine, name, forged)).await;
         }
+        // Each answer webhook opened its call's session; no forged start took either.
         assert_eq!(
-            world.gemini.connection_count(),
-            0,
-            "{provider:?}: a forged start opened a Gemini session"
+            world.server.app.prewarm.waiting(),
+            2,
+            "{provider:?}: a forged start took a pre-warmed Gemini session"
         );
         assert!(world.server.wait_active_calls(0, WAIT).await);
         let victim_now = world.server.app.store.get(&victim_record).await.unwrap();
@@ -187,7 +188,11 @@ async fn forged_record_from_to_or_direction_never_reach_gemini() {
         // The same parameters, unaltered, do start the call.
         let mut caller = Caller::start_with(&world.server, provider, &call, &genuine).await;
         assert!(!caller.wait_closed(QUIET).await, "{provider:?}");
-        assert_eq!(world.gemini.connection_count(), 1, "{provider:?}");
+        assert_eq!(
+            world.gemini.connection_count(),
+            2,
+            "{provider:?}: the two webhooks' sessions, and no other"
+        );
         world.server.stop().await;
     }
 }
@@ -256,8 +261,8 @@ async fn a_used_token_is_refused_after_its_call_on_this_and_another_instance() {
     let other_instance = TestServer::with_providers(&rest.url(), &world.gemini.url(), &extra).await;
     for provider in PROVIDERS {
         let call = call_id(provider, 5);
-        let params = world.admitted(provider, &call).await;
         let sessions_before = world.gemini.connection_count();
+        let params = world.admitted(provider, &call).await;
         let mut caller = Caller::start_with(&world.server, provider, &call, &params).await;
         assert!(!caller.wait_closed(QUIET).await);
         caller.hang_up().await;
@@ -281,6 +286,8 @@ async fn over_the_limit_callers_hear_the_busy_message_and_no_session_opens() {
         let world = World::start(&[
             ("MAX_CONCURRENT_CALLS", "2"),
             ("BUSY_MESSAGE", "All lines are busy & we're sorry."),
+            // Sessions are counted as streams open them (B's webhook would open one too).
+            ("GEMINI_PREWARM_SECS", "0"),
         ])
         .await;
         let [a, b, c, d, e] = [10, 11, 12, 13, 14].map(|n| call_id(provider, n));

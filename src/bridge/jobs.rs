@@ -12,9 +12,11 @@ use serde_json::{Value, json};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::machine::EndReason;
+use super::prewarm::WarmSession;
 use super::voicemail::{self, MachineAnswered, VoicemailPlan};
 use crate::admission::LiveCall;
 use crate::app::App;
+use crate::calls::CallRecord;
 use crate::gemini::SessionSetup;
 use crate::signature::unix_now;
 use crate::telephony::{Direction, StreamStart, TOKEN_PARAM};
@@ -74,6 +76,8 @@ pub struct AdmittedCall {
     pub setup: Option<SessionSetup>,
     /// What is known, or will be told, about an answering machine on the line.
     pub voicemail: VoicemailPlan,
+    /// The session opened for this call at its answer webhook, if one is waiting for it.
+    pub warm_session: Option<WarmSession>,
 }
 
 /// The call's jobs in flight, with a handle on each tool call so the model can cancel it.
@@ -174,15 +178,18 @@ async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndR
         to: claims.to,
         direction: claims.direction.as_str().to_owned(),
     };
-    let setup = match &app.config.gemini {
-        Some(config) => {
-            let prompt = system_prompt(app, claims.record.as_deref()).await;
-            let mut setup = SessionSetup::new(config, prompt);
-            setup.function_declarations = app.tools.declarations();
-            setup.options = app.config.conversation.live;
-            Some(setup)
+    // The token proved the stream belongs to `key`: it may take the session opened for it.
+    let warm_session = app.prewarm.adopt(key);
+    let setup = match &warm_session {
+        Some(warm) => Some(warm.setup().clone()),
+        None if app.config.gemini.is_none() => None,
+        None => {
+            let record = match &claims.record {
+                Some(id) => read_record(app, id).await,
+                None => None,
+            };
+            session_setup(app, record.as_ref())
         }
-        None => None,
     };
     Ok(AdmittedCall {
         live,
@@ -191,24 +198,40 @@ async fn check_start(app: &App, start: StreamStart) -> Result<AdmittedCall, EndR
         provider_call_id: claims.call_id,
         setup,
         voicemail,
+        warm_session,
     })
 }
 
-/// The rendered prompt of an outbound call's record, or the inbound prompt.
-async fn system_prompt(app: &App, record_id: Option<&str>) -> String {
-    let Some(id) = record_id else {
-        return app.inbound_prompt.clone();
-    };
-    let record = match app.store.get(id).await {
-        Ok(Some(record)) => record,
+/// The Gemini session setup of the call with `record` (`None` in echo mode): its prompt,
+/// the tools and the conversation options.
+pub fn session_setup(app: &App, record: Option<&CallRecord>) -> Option<SessionSetup> {
+    let config = app.config.gemini.as_ref()?;
+    let mut setup = SessionSetup::new(config, system_prompt(app, record));
+    setup.function_declarations = app.tools.declarations();
+    setup.options = app.config.conversation.live;
+    Some(setup)
+}
+
+/// The call record `id`, or `None` (logged) when it is unknown or unreadable: the call then
+/// gets the inbound prompt.
+async fn read_record(app: &App, id: &str) -> Option<CallRecord> {
+    match app.store.get(id).await {
+        Ok(Some(record)) => Some(record),
         Ok(None) => {
             tracing::warn!(record = %id, "stream names an unknown call record; using the inbound prompt");
-            return app.inbound_prompt.clone();
+            None
         }
         Err(error) => {
             tracing::error!(%error, "could not read the call record; using the inbound prompt");
-            return app.inbound_prompt.clone();
+            None
         }
+    }
+}
+
+/// The rendered prompt of an outbound call's record, or the inbound prompt.
+fn system_prompt(app: &App, record: Option<&CallRecord>) -> String {
+    let Some(record) = record else {
+        return app.inbound_prompt.clone();
     };
     match (&record.direction, &record.prompt) {
         (Direction::Outbound, Some(name)) => match app.prompts.render(name, &record.vars) {

@@ -1,8 +1,10 @@
-//! The per-call bridge: a sans-I/O [`machine`], the Tokio [`task`] that drives it, and the
-//! [`jobs`] that do a call's non-audio work beside it.
+//! The per-call bridge: a sans-I/O [`machine`], the Tokio [`task`] that drives it, the
+//! [`jobs`] that do a call's non-audio work beside it, and the Gemini sessions [`prewarm`]
+//! opens at answer webhooks.
 
 pub mod jobs;
 pub mod machine;
+pub mod prewarm;
 pub mod task;
 pub mod voicemail;
 

@@ -266,6 +266,9 @@ pub struct Config {
     pub conversation: ConversationConfig,
     /// Who speaks first, and what an answering machine gets.
     pub turns: TurnsConfig,
+    /// How long a Gemini session opened at the answer webhook waits for its call's stream
+    /// (`GEMINI_PREWARM_SECS`, default 10); `None` (`0`) opens sessions at the stream's start.
+    pub prewarm: Option<Duration>,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -360,6 +363,7 @@ impl Config {
             post_call_webhook: read::post_call_webhook(&vars)?,
             conversation,
             turns: turns::read(&vars)?,
+            prewarm: read::prewarm(&vars)?,
         })
     }
 
@@ -624,5 +628,21 @@ mod tests {
         let hook = config(&vars).unwrap().post_call_webhook.expect("a webhook");
         assert_eq!(hook.url, "http://127.0.0.1:9000/hook");
         assert_eq!(hook.secret.expose(), "0123456789abcdef");
+    }
+
+    #[test]
+    fn prewarming_holds_sessions_ten_seconds_unless_turned_off() {
+        let prewarm = |value: Option<&str>| {
+            let mut vars = MINIMAL.to_vec();
+            vars.extend(value.map(|v| ("GEMINI_PREWARM_SECS", v)));
+            config(&vars).map(|c| c.prewarm)
+        };
+        assert_eq!(prewarm(None).unwrap(), Some(Duration::from_secs(10)));
+        assert_eq!(prewarm(Some("3")).unwrap(), Some(Duration::from_secs(3)));
+        assert_eq!(prewarm(Some("0")).unwrap(), None);
+        let too_long = prewarm(Some("61")).unwrap_err();
+        assert_eq!(too_long.var, "GEMINI_PREWARM_SECS");
+        assert!(too_long.problem.contains("at most 60"), "{too_long}");
+        assert!(prewarm(Some("soon")).is_err());
     }
 }

@@ -393,3 +393,24 @@ fn trim_slash(mut url: String) -> String {
     }
     url
 }
+
+/// Longest `GEMINI_PREWARM_SECS`: a stream comes within this or never (its token lapses then).
+const MAX_PREWARM_SECS: u64 = crate::admission::ANSWER_TO_START.as_secs();
+
+/// `GEMINI_PREWARM_SECS`: how long a session opened at the answer webhook waits for its
+/// stream; 0 turns pre-warming off.
+pub(super) fn prewarm<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<Duration>, ConfigError> {
+    const NAME: &str = "GEMINI_PREWARM_SECS";
+    match vars.number(NAME, 10u64)? {
+        0 => Ok(None),
+        secs if secs > MAX_PREWARM_SECS => Err(ConfigError::new(
+            NAME,
+            format!(
+                "{secs} is too long; use at most {MAX_PREWARM_SECS} (a stream's token lapses then), or 0 to open sessions only when the stream starts"
+            ),
+        )),
+        secs => Ok(Some(Duration::from_secs(secs))),
+    }
+}

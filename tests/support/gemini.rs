@@ -113,6 +113,17 @@ pub enum Behaviour {
     AnswerText,
 }
 
+/// Time the fake takes, as the real service does over a network (all zero by default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Delays {
+    /// Before answering the WebSocket upgrade.
+    pub handshake: Duration,
+    /// Between `setup` and `setupComplete`.
+    pub setup_complete: Duration,
+    /// Between a text turn and its spoken answer (under `Behaviour::AnswerText`).
+    pub first_audio: Duration,
+}
+
 /// The HTTP upgrade request of one connection, as the fake saw it.
 #[derive(Clone, Debug)]
 pub struct Handshake {
@@ -142,6 +153,7 @@ pub struct FakeGemini {
     addr: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
     vertex: Arc<Mutex<Option<VertexMode>>>,
+    delays: Arc<Mutex<Delays>>,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     sessions: mpsc::UnboundedReceiver<GeminiSession>,
     accept_task: JoinHandle<()>,
@@ -165,12 +177,14 @@ impl FakeGemini {
         let behaviour = Arc::new(Mutex::new(behaviour));
         let handshakes = Arc::new(Mutex::new(Vec::new()));
         let vertex = Arc::new(Mutex::new(None));
+        let delays = Arc::new(Mutex::new(Delays::default()));
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(());
         let accept_task = tokio::spawn(accept_loop(
             listener,
             behaviour.clone(),
             vertex.clone(),
+            delays.clone(),
             handshakes.clone(),
             sessions_tx,
             shutdown_rx,
@@ -179,6 +193,7 @@ impl FakeGemini {
             addr,
             behaviour,
             vertex,
+            delays,
             handshakes,
             sessions,
             accept_task,
@@ -218,6 +233,11 @@ impl FakeGemini {
         *self.vertex.lock().unwrap() = Some(mode);
     }
 
+    /// Take this long at each step, for connections accepted from now on.
+    pub fn set_delays(&self, delays: Delays) {
+        *self.delays.lock().unwrap() = delays;
+    }
+
     /// Change the behaviour for connections accepted from now on (e.g. reject, then accept).
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.behaviour.lock().unwrap() = behaviour;
@@ -231,6 +251,18 @@ impl FakeGemini {
     /// Number of upgrade requests seen so far (accepted or rejected).
     pub fn connection_count(&self) -> usize {
         self.handshakes.lock().unwrap().len()
+    }
+
+    /// Waits until `n` upgrade requests have been seen; false on timeout.
+    pub async fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.connection_count() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Next session (handed over once its `setup` arrived); panics if none arrives within timeout.
@@ -651,6 +683,7 @@ async fn accept_loop(
     listener: TcpListener,
     behaviour: Arc<Mutex<Behaviour>>,
     vertex: Arc<Mutex<Option<VertexMode>>>,
+    delays: Arc<Mutex<Delays>>,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     sessions_tx: mpsc::UnboundedSender<GeminiSession>,
     shutdown: watch::Receiver<()>,
@@ -661,10 +694,12 @@ async fn accept_loop(
         };
         let b = behaviour.lock().unwrap().clone();
         let v = vertex.lock().unwrap().clone();
+        let d = *delays.lock().unwrap();
         tokio::spawn(run_connection(
             stream,
             b,
             v,
+            d,
             handshakes.clone(),
             sessions_tx.clone(),
             shutdown.clone(),
@@ -716,6 +751,7 @@ async fn run_connection(
     stream: TcpStream,
     behaviour: Behaviour,
     vertex: Option<VertexMode>,
+    delays: Delays,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     sessions_tx: mpsc::UnboundedSender<GeminiSession>,
     mut shutdown: watch::Receiver<()>,
@@ -759,6 +795,7 @@ async fn run_connection(
             None => Ok(resp),
         }
     };
+    tokio::time::sleep(delays.handshake).await;
     let accepted = tokio::time::timeout(
         DEFAULT_TIMEOUT,
         tokio_tungstenite::accept_hdr_async(stream, callback),
@@ -811,6 +848,7 @@ async fn run_connection(
     } else {
         match &behaviour {
             Behaviour::Normal | Behaviour::Echo | Behaviour::AnswerText => {
+                tokio::time::sleep(delays.setup_complete).await;
                 let _ = ws
                     .send(Message::binary(
                         json!({"setupComplete": {}}).to_string().into_bytes(),
@@ -845,6 +883,8 @@ async fn run_connection(
     let answer_text = behaviour == Behaviour::AnswerText;
     let mut session_gone = false;
     let mut we_closed = close_deadline.is_some();
+    // When each text turn still to be answered is due (`Delays::first_audio` after it).
+    let mut answers_due: VecDeque<Instant> = VecDeque::new();
 
     loop {
         let close_timer = async {
@@ -853,9 +893,21 @@ async fn run_connection(
                 None => std::future::pending().await,
             }
         };
+        let answer_timer = async {
+            match answers_due.front() {
+                Some(due) => tokio::time::sleep_until(*due).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = close_timer => break,
+            _ = answer_timer => {
+                answers_due.pop_front();
+                if !we_closed && !send_spoken_answer(&mut ws).await {
+                    break;
+                }
+            }
             out = out_rx.recv(), if !session_gone => match out {
                 Some(Out::Msg(m)) => {
                     if let Message::Close(_) = m {
@@ -922,12 +974,12 @@ async fn run_connection(
                         }
                     }
                     if answer_text && !we_closed && is_text_turn(&v) {
-                        let mut sent = true;
-                        for reply in spoken_answer() {
-                            sent &= ws.send(Message::binary(reply.to_string().into_bytes())).await.is_ok();
-                        }
-                        if !sent {
-                            break;
+                        if delays.first_audio.is_zero() {
+                            if !send_spoken_answer(&mut ws).await {
+                                break;
+                            }
+                        } else {
+                            answers_due.push_back(Instant::now() + delays.first_audio);
                         }
                     }
                     if !session_gone && in_tx.try_send(v).is_err() {
@@ -994,6 +1046,18 @@ fn is_text_turn(v: &Value) -> bool {
             .as_array()
             .is_some_and(|turns| !turns.is_empty());
     realtime_text || content_turn
+}
+
+/// Sends [`spoken_answer`]; false if the socket failed.
+async fn send_spoken_answer(ws: &mut WebSocketStream<TcpStream>) -> bool {
+    let mut sent = true;
+    for reply in spoken_answer() {
+        sent &= ws
+            .send(Message::binary(reply.to_string().into_bytes()))
+            .await
+            .is_ok();
+    }
+    sent
 }
 
 /// The answer to a text turn: one non-silent audio chunk, then `turnComplete`.

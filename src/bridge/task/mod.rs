@@ -24,6 +24,7 @@ mod turns;
 
 use super::jobs::{self, AdmittedCall, JobDone, Jobs, TransferFor};
 use super::machine::{CallMachine, EndReason, Mode, Output};
+use super::prewarm::WarmSession;
 use crate::admission::LiveCall;
 use crate::app::App;
 use crate::calls::CallStatus;
@@ -90,6 +91,8 @@ struct CallTask {
     gemini_tx: Option<GeminiSink>,
     gemini_rx: Option<GeminiStream>,
     connecting: Option<Connecting>,
+    /// The session opened at the answer webhook, until the first connection takes it.
+    warm_session: Option<WarmSession>,
     jobs: Jobs,
     call: Option<Admitted>,
     /// Messages moved since they were last added to the metrics (plain integers: the
@@ -130,6 +133,7 @@ impl CallTask {
             gemini_tx: None,
             gemini_rx: None,
             connecting: None,
+            warm_session: None,
             jobs: Jobs::default(),
             call: None,
             frames: FrameCounts::default(),
@@ -304,6 +308,8 @@ impl CallTask {
             "call started"
         );
         self.start_turns(&call.caller.direction, call.voicemail);
+        // Before the setup: the connection it asks for takes the pre-warmed session.
+        self.warm_session = call.warm_session;
         if let Some(setup) = call.setup {
             self.machine.handle_session_setup(setup);
         }
@@ -348,8 +354,12 @@ impl CallTask {
                 }
                 Output::ConnectGemini(setup) => {
                     if let Some(config) = self.app.config.gemini.clone() {
+                        let warm = self.warm_session.take();
                         self.connecting = Some(Box::pin(async move {
-                            gemini::client::connect_timed(&config, &setup).await
+                            match warm {
+                                Some(warm) => warm.connect(&config, &setup).await,
+                                None => gemini::client::connect_timed(&config, &setup).await,
+                            }
                         }));
                     }
                 }
