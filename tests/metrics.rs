@@ -166,7 +166,17 @@ async fn a_scrape_counts_what_the_calls_did() {
     assert_eq!(status, 403);
 
     assert!(server.wait_active_calls(0, WAIT).await);
-    let scrape = scrape(&server).await;
+    // The ended calls' records are written behind the calls; on a busy machine the writer
+    // may still be at it, so scrape until it has caught up (and fail if it never does).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let scrape = loop {
+        let scrape = scrape(&server).await;
+        let queued = value(&scrape, "gemini_phone_record_queue_depth", &[]);
+        if queued == 0.0 || tokio::time::Instant::now() > deadline {
+            break scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let calls = |provider, direction, outcome| {
         value(
             &scrape,
