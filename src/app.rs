@@ -13,6 +13,7 @@ use crate::calls::{CallStore, StoreError};
 use crate::config::{AgentKind, Config, ConfigError, VertexAccess};
 use crate::metrics::Metrics;
 use crate::prompts::Prompts;
+use crate::recording::{Recordings, sweeper};
 use crate::shutdown::Shutdown;
 use crate::signature::StreamTokens;
 use crate::telephony::registry::Registry;
@@ -70,6 +71,8 @@ pub struct App {
     pub instance_id: String,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// Call recordings: the writer (with `RECORD_CALLS=true`) and `RECORDINGS_DIR`.
+    pub recordings: Recordings,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -138,6 +141,8 @@ impl App {
             post_call::start(store.clone(), settings, &instance_id, &shutdown)
                 .map_err(StartError::Tls)?;
         }
+        let recordings = Recordings::start(&config.recordings)?;
+        sweeper::start(&recordings, store.clone(), &shutdown);
         Ok(Self {
             fallback_clip,
             stream_tokens: StreamTokens::new(&stream_secret(&config)),
@@ -154,6 +159,7 @@ impl App {
             tools,
             http,
             metrics: Metrics::new(),
+            recordings,
             started: Instant::now(),
         })
     }

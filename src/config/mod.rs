@@ -262,6 +262,19 @@ pub struct Config {
     pub post_call_webhook: Option<PostCallWebhook>,
     /// Turn detection, expressive options, keypad and silent-line handling.
     pub conversation: ConversationConfig,
+    /// Call recordings: whether calls are recorded, where, and for how long they are kept.
+    pub recordings: RecordingsConfig,
+}
+
+/// Call recordings (`RECORD_CALLS`, `RECORDINGS_DIR`, `RECORDING_RETENTION_DAYS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingsConfig {
+    /// Record each call as a stereo WAV (`RECORD_CALLS`).
+    pub enabled: bool,
+    /// The folder recordings are written to and served from (`RECORDINGS_DIR`).
+    pub dir: PathBuf,
+    /// Recordings older than this are deleted (`RECORDING_RETENTION_DAYS`); `None` keeps them.
+    pub retention: Option<Duration>,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -355,6 +368,7 @@ impl Config {
             fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
             post_call_webhook: read::post_call_webhook(&vars)?,
             conversation,
+            recordings: read::recordings(&vars)?,
         })
     }
 
@@ -619,5 +633,33 @@ mod tests {
         let hook = config(&vars).unwrap().post_call_webhook.expect("a webhook");
         assert_eq!(hook.url, "http://127.0.0.1:9000/hook");
         assert_eq!(hook.secret.expose(), "0123456789abcdef");
+    }
+
+    #[test]
+    fn recordings_are_off_and_kept_forever_by_default() {
+        let r = config(MINIMAL).unwrap().recordings;
+        assert!(!r.enabled);
+        assert_eq!(r.dir, PathBuf::from("data/recordings"));
+        assert_eq!(r.retention, None);
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("RECORD_CALLS", "true"),
+            ("RECORDINGS_DIR", "/var/rec"),
+            ("RECORDING_RETENTION_DAYS", "30"),
+        ]);
+        let r = config(&vars).unwrap().recordings;
+        assert!(r.enabled);
+        assert_eq!(r.dir, PathBuf::from("/var/rec"));
+        assert_eq!(r.retention, Some(Duration::from_secs(30 * 86_400)));
+        for (var, bad) in [
+            ("RECORD_CALLS", "yes"),
+            ("RECORDING_RETENTION_DAYS", "0"),
+            ("RECORDING_RETENTION_DAYS", "a week"),
+            ("RECORDING_RETENTION_DAYS", "99999999"),
+        ] {
+            let mut vars = MINIMAL.to_vec();
+            vars.push((var, bad));
+            assert_eq!(config(&vars).unwrap_err().var, var, "{var}={bad}");
+        }
     }
 }
