@@ -85,10 +85,10 @@ impl Recordings {
     /// record names it (in the background). `None` when calls are not recorded or the call
     /// has no record to attach a recording to.
     pub fn record_call(&self, record_id: Option<&str>, store: &CallStore) -> Option<RecordingTap> {
-        let writer = self.writer.as_ref()?;
-        let name = file_name_for(record_id?)?;
+        let (writer, id) = (self.writer.as_ref()?, record_id?);
+        let name = file_name_for(id)?;
         let tap = writer.open(self.dir.join(&name));
-        let (store, id) = (store.clone(), record_id?.to_owned());
+        let (store, id) = (store.clone(), id.to_owned());
         tokio::spawn(async move {
             if let Err(error) = store.set_recording_file(&id, &name).await {
                 tracing::warn!(record = %id, %error, "cannot note the call's recording in its record");

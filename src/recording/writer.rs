@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -67,7 +67,7 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct Writer {
     tx: mpsc::UnboundedSender<Message>,
-    next_id: Arc<std::sync::atomic::AtomicU64>,
+    next_id: Arc<AtomicU64>,
 }
 
 impl Writer {
