@@ -82,7 +82,7 @@ mod tests {
         let heard = Arc::new(Mutex::new(Heard::default()));
         let mut machine = CallMachine::new(mode, Twilio.media_stream(), Instant::now());
         machine.set_audio_tap(Box::new(FakeTap(Arc::clone(&heard))));
-        machine.handle_phone_text(START);
+        machine.handle_phone_text(START, Instant::now());
         (machine, heard)
     }
 
@@ -100,14 +100,14 @@ mod tests {
         };
         machine.handle_session_setup(crate::gemini::SessionSetup::new(&config, "Hi".into()));
         machine.handle_gemini_ready(Instant::now());
-        machine.handle_phone_text(&media(&[0x11; 160]));
+        machine.handle_phone_text(&media(&[0x11; 160]), Instant::now());
         let pcm: Vec<u8> = (0..4_800)
             .flat_map(|i| (((f64::from(i) * 0.1).sin() * 8000.0) as i16).to_le_bytes())
             .collect();
         let data = base64::engine::general_purpose::STANDARD.encode(pcm);
         let audio = json!({"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm;rate=24000","data":data}}]}}});
         machine.handle_gemini_frame(audio.to_string().as_bytes(), Instant::now());
-        machine.handle_phone_text(&media(&[0x22; 160]));
+        machine.handle_phone_text(&media(&[0x22; 160]), Instant::now());
         machine.handle_gemini_frame(br#"{"serverContent":{"interrupted":true}}"#, Instant::now());
         let outputs: Vec<Output> = std::iter::from_fn(|| machine.poll_output()).collect();
 
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn echoed_audio_is_the_agents_side_too() {
         let (mut machine, heard) = tapped(Mode::Echo);
-        machine.handle_phone_text(&media(&[0x33; 160]));
+        machine.handle_phone_text(&media(&[0x33; 160]), Instant::now());
         let outputs: Vec<Output> = std::iter::from_fn(|| machine.poll_output()).collect();
         let heard = heard.lock().unwrap();
         assert_eq!(heard.caller, [0x33; 160]);
