@@ -15,6 +15,7 @@ use crate::calls::{CallStore, StoreError};
 use crate::config::{AgentKind, Config, ConfigError, VertexAccess};
 use crate::metrics::Metrics;
 use crate::prompts::Prompts;
+use crate::recording::{Recordings, sweeper};
 use crate::shutdown::Shutdown;
 use crate::signature::StreamTokens;
 use crate::telephony::registry::Registry;
@@ -76,6 +77,8 @@ pub struct App {
     pub machine_verdicts: Arc<MachineVerdicts>,
     /// Gemini sessions opened at answer webhooks, waiting for their calls' streams.
     pub prewarm: Prewarm,
+    /// Call recordings: the writer (with `RECORD_CALLS=true`) and `RECORDINGS_DIR`.
+    pub recordings: Recordings,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -145,6 +148,8 @@ impl App {
                 .map_err(StartError::Tls)?;
         }
         let prewarm = Prewarm::new(config.prewarm, config.limits.max_concurrent_calls);
+        let recordings = Recordings::start(&config.recordings)?;
+        sweeper::start(&recordings, store.clone(), &shutdown);
         Ok(Self {
             fallback_clip,
             stream_tokens: StreamTokens::new(&stream_secret(&config)),
@@ -163,6 +168,7 @@ impl App {
             metrics: Metrics::new(),
             machine_verdicts: Arc::default(),
             prewarm,
+            recordings,
             started: Instant::now(),
         })
     }

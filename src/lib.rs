@@ -17,6 +17,7 @@ pub mod gemini;
 pub mod metrics;
 pub mod numbers;
 pub mod prompts;
+pub mod recording;
 pub mod server;
 pub mod shutdown;
 pub mod signature;

@@ -180,6 +180,12 @@ async fn finish_calls(app: &App, deadline: Instant) {
     {
         tracing::warn!("call records still unwritten at exit");
     }
+    // The ended calls' recordings are finished (exact sizes) before the process exits.
+    if !app.recordings.flush(RECORD_FLUSH_GRACE).await {
+        tracing::warn!(
+            "call recordings still being written at exit; they are repaired at the next start"
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -49,6 +49,10 @@ pub fn routes(limits: &Limits) -> Router<Arc<App>> {
         .route("/calls", post(create).get(list))
         .route("/calls/{id}", routing::get(get))
         .route("/calls/{id}/hangup", post(hang_up))
+        .route(
+            "/calls/{id}/recording",
+            routing::get(crate::recording::http::download),
+        )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(Extension(ApiRateLimit::per_minute(
             limits.api_rate_per_minute,
@@ -490,7 +494,7 @@ pub async fn get(
 
 /// The record with our id `id`, or with `id` as its provider's call id (a Twilio `CallSid`
 /// or Plivo `CallUUID` from the provider's console or logs).
-async fn find_record(app: &App, id: &str) -> Result<CallRecord, ApiError> {
+pub(crate) async fn find_record(app: &App, id: &str) -> Result<CallRecord, ApiError> {
     if let Some(record) = app.store.get(id).await? {
         return Ok(record);
     }

@@ -269,6 +269,19 @@ pub struct Config {
     /// How long a Gemini session opened at the answer webhook waits for its call's stream
     /// (`GEMINI_PREWARM_SECS`, default 10); `None` (`0`) opens sessions at the stream's start.
     pub prewarm: Option<Duration>,
+    /// Call recordings: whether calls are recorded, where, and for how long they are kept.
+    pub recordings: RecordingsConfig,
+}
+
+/// Call recordings (`RECORD_CALLS`, `RECORDINGS_DIR`, `RECORDING_RETENTION_DAYS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingsConfig {
+    /// Record each call as a stereo WAV (`RECORD_CALLS`).
+    pub enabled: bool,
+    /// The folder recordings are written to and served from (`RECORDINGS_DIR`).
+    pub dir: PathBuf,
+    /// Recordings older than this are deleted (`RECORDING_RETENTION_DAYS`); `None` keeps them.
+    pub retention: Option<Duration>,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -364,6 +377,7 @@ impl Config {
             conversation,
             turns: turns::read(&vars)?,
             prewarm: read::prewarm(&vars)?,
+            recordings: read::recordings(&vars)?,
         })
     }
 
@@ -644,5 +658,33 @@ mod tests {
         assert_eq!(too_long.var, "GEMINI_PREWARM_SECS");
         assert!(too_long.problem.contains("at most 60"), "{too_long}");
         assert!(prewarm(Some("soon")).is_err());
+    }
+
+    #[test]
+    fn recordings_are_off_and_kept_forever_by_default() {
+        let r = config(MINIMAL).unwrap().recordings;
+        assert!(!r.enabled);
+        assert_eq!(r.dir, PathBuf::from("data/recordings"));
+        assert_eq!(r.retention, None);
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("RECORD_CALLS", "true"),
+            ("RECORDINGS_DIR", "/var/rec"),
+            ("RECORDING_RETENTION_DAYS", "30"),
+        ]);
+        let r = config(&vars).unwrap().recordings;
+        assert!(r.enabled);
+        assert_eq!(r.dir, PathBuf::from("/var/rec"));
+        assert_eq!(r.retention, Some(Duration::from_secs(30 * 86_400)));
+        for (var, bad) in [
+            ("RECORD_CALLS", "yes"),
+            ("RECORDING_RETENTION_DAYS", "0"),
+            ("RECORDING_RETENTION_DAYS", "a week"),
+            ("RECORDING_RETENTION_DAYS", "99999999"),
+        ] {
+            let mut vars = MINIMAL.to_vec();
+            vars.push((var, bad));
+            assert_eq!(config(&vars).unwrap_err().var, var, "{var}={bad}");
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::vars::Vars;
 use super::{
     AgentKind, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL, DEFAULT_VERTEX_LOCATION,
-    GeminiBackend, GeminiConfig, Limits, PlivoConfig, PostCallWebhook, Secret, ToolsConfig,
-    TwilioConfig, VertexAccess, VertexConfig,
+    GeminiBackend, GeminiConfig, Limits, PlivoConfig, PostCallWebhook, RecordingsConfig, Secret,
+    ToolsConfig, TwilioConfig, VertexAccess, VertexConfig,
 };
 use crate::e164;
 use crate::gemini::auth::{CredentialSources, SharedCredentials};
@@ -413,4 +413,41 @@ pub(super) fn prewarm<F: Fn(&str) -> Option<String>>(
         )),
         secs => Ok(Some(Duration::from_secs(secs))),
     }
+}
+
+/// Where recordings go when `RECORDINGS_DIR` is unset.
+const DEFAULT_RECORDINGS_DIR: &str = "data/recordings";
+/// Longest retention accepted: past it, a day count is more likely a typo than a policy.
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
+/// `RECORD_CALLS`, `RECORDINGS_DIR`, `RECORDING_RETENTION_DAYS`. The folder and the
+/// retention apply even with recording off: recordings made earlier are still served and
+/// swept.
+pub(super) fn recordings<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<RecordingsConfig, ConfigError> {
+    const RETENTION: &str = "RECORDING_RETENTION_DAYS";
+    let retention = match vars.get(RETENTION) {
+        None => None,
+        Some(_) => {
+            let days = vars.at_least_one(RETENTION, 1)?;
+            if days > MAX_RETENTION_DAYS {
+                return Err(ConfigError::new(
+                    RETENTION,
+                    format!(
+                        "{days} days is over {MAX_RETENTION_DAYS}; leave it unset to keep recordings forever"
+                    ),
+                ));
+            }
+            Some(Duration::from_secs(days * 86_400))
+        }
+    };
+    Ok(RecordingsConfig {
+        enabled: vars.flag("RECORD_CALLS", false)?,
+        dir: PathBuf::from(
+            vars.get("RECORDINGS_DIR")
+                .unwrap_or_else(|| DEFAULT_RECORDINGS_DIR.to_owned()),
+        ),
+        retention,
+    })
 }

@@ -19,6 +19,7 @@ mod keypad;
 mod outbox;
 mod playout;
 mod session;
+mod tap;
 mod timeline;
 mod timers;
 mod transcript;
@@ -36,6 +37,7 @@ use serde_json::Value;
 pub use caller::{INPUT_WINDOW, MAX_FRAME_BYTES};
 pub use playout::PLAYOUT_TIMEOUT;
 pub use session::{DEFAULT_STALL_TIMEOUT, MAX_RECONNECT_ATTEMPTS, Resumptions};
+pub use tap::AudioTap;
 pub use timeline::{MAX_EVENTS, Timeline};
 pub use timers::Timer;
 pub use types::{AfterPlayout, EndReason, Mode, Output, Speaker};
@@ -147,6 +149,11 @@ impl CallMachine {
         self.fallback = Some(mulaw);
     }
 
+    /// Lets `tap` hear the call's audio from now on (call recording).
+    pub fn set_audio_tap(&mut self, tap: Box<dyn AudioTap>) {
+        self.out.tap = Some(tap);
+    }
+
     /// How long the model may stay silent when it owes the caller an answer.
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
         self.session.stall_timeout = timeout;
@@ -213,6 +220,9 @@ impl CallMachine {
         };
         match event {
             PhoneEvent::Audio(mulaw) => {
+                if let Some(tap) = &mut self.out.tap {
+                    tap.caller_audio(mulaw);
+                }
                 self.idle.caller_frame(mulaw);
                 self.timeline
                     .caller_audio(mulaw, now, self.playout.speaking());
@@ -626,8 +636,7 @@ impl CallMachine {
     fn play_echo(&mut self) {
         let whole = self.caller.echo_frames_len();
         for frame in self.caller.echo[..whole].chunks_exact(PHONE_FRAME_BYTES) {
-            let text = self.out.stream.encode(PhoneCommand::Play(frame));
-            self.out.push(Output::Phone(text));
+            self.out.phone(PhoneCommand::Play(frame));
         }
         self.caller.echo.drain(..whole);
     }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::tap::AudioTap;
 use super::types::Output;
 use crate::telephony::{MediaStream, PhoneCommand};
 
@@ -11,6 +12,8 @@ pub struct Outbox {
     /// The phone stream's codec (also parses what arrives).
     pub stream: Box<dyn MediaStream>,
     queue: VecDeque<Output>,
+    /// Hears every phone command that carries or drops audio (call recording).
+    pub tap: Option<Box<dyn AudioTap>>,
 }
 
 impl Outbox {
@@ -19,6 +22,7 @@ impl Outbox {
         Self {
             stream,
             queue: VecDeque::new(),
+            tap: None,
         }
     }
 
@@ -29,6 +33,13 @@ impl Outbox {
 
     /// Queues a phone command, encoded for this provider.
     pub fn phone(&mut self, command: PhoneCommand<'_>) {
+        if let Some(tap) = &mut self.tap {
+            match command {
+                PhoneCommand::Play(frame) => tap.agent_frame(frame),
+                PhoneCommand::Clear => tap.agent_cleared(),
+                PhoneCommand::Mark(_) => {}
+            }
+        }
         let text = self.stream.encode(command);
         self.queue.push_back(Output::Phone(text));
     }

@@ -313,6 +313,13 @@ impl CallTask {
         if let Some(setup) = call.setup {
             self.machine.handle_session_setup(setup);
         }
+        let recording = self
+            .app
+            .recordings
+            .record_call(call.record.as_deref(), &self.app.store);
+        if let Some(tap) = recording {
+            self.machine.set_audio_tap(Box::new(tap));
+        }
         self.call = Some(Admitted {
             _live: call.live,
             record: call.record,

@@ -19,7 +19,7 @@ const MAX_LIST_LIMIT: u32 = 500;
 
 const CALL_COLUMNS: &str = "id, provider, provider_call_id, direction, from_number, to_number, \
      campaign, prompt, vars, status, answered_by, duration_seconds, end_reason, created_ms, \
-     updated_ms";
+     updated_ms, recording_file";
 
 const KIND_STATUS: &str = "status";
 const KIND_TRANSCRIPT: &str = "transcript";
@@ -99,6 +99,8 @@ impl CallStore {
             events: Vec::new(),
             events_dropped: 0,
             latency: None,
+            recording_url: None,
+            recording_file: None,
         })
     }
 
@@ -540,6 +542,7 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
     let status = parse_status(&id, &get_text("status")?)?;
     let created_ms: i64 = row.try_get("created_ms").map_err(query_error(OP))?;
     let updated_ms: i64 = row.try_get("updated_ms").map_err(query_error(OP))?;
+    let recording_file = get_opt("recording_file")?;
     Ok(CallRecord {
         provider: get_text("provider")?,
         provider_call_id: get_opt("provider_call_id")?,
@@ -563,6 +566,10 @@ fn record_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
         events: Vec::new(),
         events_dropped: 0,
         latency: None,
+        recording_url: recording_file
+            .as_ref()
+            .map(|_| CallRecord::recording_url_for(&id)),
+        recording_file,
         id,
     })
 }

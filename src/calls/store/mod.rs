@@ -20,6 +20,7 @@ mod calls;
 mod instances;
 pub mod model;
 mod outbox;
+mod recordings;
 pub mod timeline;
 mod tokens;
 

@@ -202,6 +202,19 @@ pub struct CallRecord {
     /// Greeting and response latency, barge-ins and resumptions; `null` until the call has
     /// ended (and in [`CallStore::list`] results).
     pub latency: Option<super::LatencySummary>,
+    /// Where the call's recording is served (`/calls/{id}/recording`); `None` when the call
+    /// was not recorded or its recording was deleted.
+    pub recording_url: Option<String>,
+    /// The recording's file name inside `RECORDINGS_DIR` (not shown: the URL is).
+    #[serde(skip)]
+    pub recording_file: Option<String>,
+}
+
+impl CallRecord {
+    /// The API path of call `id`'s recording.
+    pub fn recording_url_for(id: &str) -> String {
+        format!("/calls/{id}/recording")
+    }
 }
 
 /// One entry of a call's status history.
