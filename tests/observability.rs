@@ -218,8 +218,22 @@ async fn a_scripted_calls_timeline_lists_what_happened_in_order() {
     let mut gemini = FakeGemini::start(Behaviour::Normal).await;
     let server = TestServer::with_providers(&rest.url(), &gemini.url(), &[]).await;
     let mut seed = 3;
-    let (mut caller, record) = start_call(&server, Provider::Twilio, "CAtimeline").await;
+    // The answer webhook opens the session (pre-warming) before the provider's stream starts,
+    // so the timeline shows Gemini connected before the stream's `start`.
+    let form = [
+        ("From", "+15550001111"),
+        ("To", "+15550002222"),
+        ("Direction", "inbound"),
+    ];
+    let params = server.answer(Provider::Twilio, "CAtimeline", &form).await;
+    let record = params
+        .iter()
+        .find(|(name, _)| name == "record")
+        .map(|(_, id)| id.clone())
+        .expect("the answer webhook names the call's record");
     let mut session = gemini.next_session(WAIT).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut caller = Caller::start_with(&server, Provider::Twilio, "CAtimeline", &params).await;
     greet(&session);
     send_realtime(&mut caller, &line_noise(300, &mut seed)).await;
 
@@ -274,8 +288,8 @@ async fn a_scripted_calls_timeline_lists_what_happened_in_order() {
         kinds(&record),
         [
             "answer_webhook",
-            "stream_start",
             "gemini_connected",
+            "stream_start",
             "gemini_setup_complete",
             "first_agent_audio",
             "agent_turn_start",

@@ -199,7 +199,10 @@ async fn the_recording_holds_what_the_phone_sent_and_heard_on_one_timeline() {
         let server = TestServer::start(&recording_vars(&url, &dir_text)).await;
         let call_id = format!("rec-{provider:?}");
         let mut caller = Caller::start(&server, provider, &call_id).await;
-        let session = gemini.next_session(WAIT).await;
+        let mut session = gemini.next_session(WAIT).await;
+        // The session was opened at the answer webhook; the call is live, and recorded, once
+        // it gets its greeting cue.
+        session.recv(WAIT).await.expect("the greeting cue");
 
         // Half a second of the caller, then a second of the agent (sent in a burst) while
         // the caller goes on, then a moment of the caller alone.
@@ -261,7 +264,10 @@ async fn a_barge_in_stops_the_agents_channel_where_the_phone_was_cleared() {
         let server = TestServer::start(&recording_vars(&url, &dir_text)).await;
         let call_id = format!("barge-{provider:?}");
         let mut caller = Caller::start(&server, provider, &call_id).await;
-        let session = gemini.next_session(WAIT).await;
+        let mut session = gemini.next_session(WAIT).await;
+        // The session was opened at the answer webhook; the call is live, and recorded, once
+        // it gets its greeting cue.
+        session.recv(WAIT).await.expect("the greeting cue");
 
         // Three seconds of agent audio reach the phone at once; the caller talks over it
         // 600 ms in, and the provider drops the rest.
@@ -593,7 +599,10 @@ async fn a_sigkilled_server_leaves_a_playable_recording_made_whole_at_restart() 
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert!(phone.send_start(call_sid, "MZdead", &custom).await);
-    let session = gemini.next_session(WAIT).await;
+    let mut session = gemini.next_session(WAIT).await;
+    // The session was opened at the answer webhook; the call is live, and recorded, once
+    // it gets its greeting cue.
+    session.recv(WAIT).await.expect("the greeting cue");
     say(&session, &agent_speech(500));
     // 1.6 s of the caller at a phone's pace, then the process is killed mid-call.
     let sent = caller_noise(80, 5).concat();
