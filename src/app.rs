@@ -10,6 +10,8 @@ use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError};
+use crate::campaigns::Campaigns;
+use crate::campaigns::clock::{Clock, SystemClock};
 use crate::config::{AgentKind, Config, ConfigError, VertexAccess};
 use crate::metrics::Metrics;
 use crate::prompts::Prompts;
@@ -70,6 +72,8 @@ pub struct App {
     pub instance_id: String,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// Campaigns and the do-not-call list: their store, the dialer's clock and wake-up.
+    pub campaigns: Campaigns,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -99,6 +103,16 @@ impl App {
     pub async fn with_post_call(
         config: Config,
         post_call: Option<post_call::Settings>,
+    ) -> Result<Self, StartError> {
+        Self::with_clock(config, post_call, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::with_post_call`] with the campaign dialer's clock given, so tests can move
+    /// calling windows, back-offs and leases forward without waiting.
+    pub async fn with_clock(
+        config: Config,
+        post_call: Option<post_call::Settings>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let prompts = Prompts::new(config.prompts_dir.clone());
         let inbound_prompt = read_inbound_prompt(&config)?;
@@ -148,12 +162,13 @@ impl App {
             config,
             inbound_prompt,
             prompts,
-            store,
+            store: store.clone(),
             recorder,
             providers,
             tools,
             http,
             metrics: Metrics::new(),
+            campaigns: Campaigns::new(&store, clock),
             started: Instant::now(),
         })
     }

@@ -253,6 +253,20 @@ pub struct Config {
     pub fallback_audio: Option<PathBuf>,
     /// Where each call's final record is POSTed, if anywhere (`POST_CALL_WEBHOOK_URL`).
     pub post_call_webhook: Option<PostCallWebhook>,
+    /// The campaign dialer's timings.
+    pub campaigns: CampaignSettings,
+}
+
+/// How the campaign dialer runs on this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignSettings {
+    /// Run the dialer here (`CAMPAIGN_DIALER`); an instance without it still serves the API.
+    pub dialer: bool,
+    /// How often the dialer looks for due contacts and ended calls (`CAMPAIGN_POLL_MS`).
+    pub poll: Duration,
+    /// How long a claimed contact is held while its call is placed before another instance
+    /// may take it over (`CAMPAIGN_LEASE_SECS`); longer than a provider request may take.
+    pub lease: Duration,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -340,6 +354,7 @@ impl Config {
             auto_configure_numbers: vars.flag("AUTO_CONFIGURE_NUMBERS", false)?,
             fallback_audio: vars.get("FALLBACK_AUDIO").map(PathBuf::from),
             post_call_webhook: read::post_call_webhook(&vars)?,
+            campaigns: read::campaigns(&vars)?,
         })
     }
 

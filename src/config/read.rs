@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::vars::Vars;
 use super::{
-    AgentKind, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL, DEFAULT_VERTEX_LOCATION,
-    GeminiBackend, GeminiConfig, Limits, PlivoConfig, PostCallWebhook, Secret, ToolsConfig,
-    TwilioConfig, VertexAccess, VertexConfig,
+    AgentKind, CampaignSettings, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL,
+    DEFAULT_VERTEX_LOCATION, GeminiBackend, GeminiConfig, Limits, PlivoConfig, PostCallWebhook,
+    Secret, ToolsConfig, TwilioConfig, VertexAccess, VertexConfig,
 };
 use crate::e164;
 use crate::gemini::auth::SharedCredentials;
@@ -393,4 +393,15 @@ fn trim_slash(mut url: String) -> String {
         url.pop();
     }
     url
+}
+
+/// The campaign dialer's section: `CAMPAIGN_DIALER`, `CAMPAIGN_POLL_MS`, `CAMPAIGN_LEASE_SECS`.
+pub(super) fn campaigns<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<CampaignSettings, ConfigError> {
+    Ok(CampaignSettings {
+        dialer: vars.flag("CAMPAIGN_DIALER", true)?,
+        poll: vars.millis("CAMPAIGN_POLL_MS", 500)?,
+        lease: vars.seconds("CAMPAIGN_LEASE_SECS", 60)?,
+    })
 }
