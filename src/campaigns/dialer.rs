@@ -31,6 +31,10 @@ use crate::calls::dial::{self, Outbound};
 /// again.
 const NO_PROVIDER_RETRY_MS: i64 = 60_000;
 
+/// The end reason of a campaign call whose dialer stopped before the provider accepted it.
+pub const UNPLACED: &str =
+    "not placed: the instance dialling it stopped before the provider answered";
+
 /// Starts this instance's dialer, unless `CAMPAIGN_DIALER=false`. It stops claiming when
 /// the shutdown signal fires; claims it holds then are given back by their leases.
 pub fn start(app: &Arc<App>) {
@@ -98,6 +102,7 @@ impl Dialer {
             ),
             Err(error) => tracing::warn!(%error, "campaigns: could not free expired claims"),
         }
+        self.fail_unplaced_calls().await;
         if !app.shutdown.has_begun() && !app.admission.is_saturated(Instant::now()) {
             self.claim_and_dial().await;
         }
@@ -125,6 +130,32 @@ impl Dialer {
         let now = Instant::now();
         self.placed
             .extend(placed.into_iter().flatten().map(|id| (id, now)));
+    }
+
+    /// Closes the records of calls whose dialer stopped while placing them (see
+    /// [`super::store::CampaignStore::unplaced_calls`]): `failed`, so that the next settle
+    /// pass retries their contacts by the campaign's policy instead of leaving them
+    /// `calling` until the crash reconciler notices the dead instance.
+    async fn fail_unplaced_calls(&self) {
+        let app = &self.app;
+        let unplaced = match app
+            .campaigns
+            .store
+            .unplaced_calls(app.campaigns.now_ms())
+            .await
+        {
+            Ok(unplaced) => unplaced,
+            Err(error) => {
+                tracing::warn!(%error, "campaigns: could not look for calls left unplaced");
+                return;
+            }
+        };
+        for call_id in unplaced {
+            tracing::warn!(call = %call_id, "campaigns: a call was left unplaced by a dialer that stopped; settling it as failed");
+            if let Err(error) = app.store.fail(&call_id, UNPLACED).await {
+                tracing::warn!(%error, call = %call_id, "campaigns: could not settle an unplaced call");
+            }
+        }
     }
 
     /// Gives back the slots of calls this instance placed that have ended (or whose slot has

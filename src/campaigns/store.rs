@@ -895,6 +895,29 @@ impl CampaignStore {
         Ok(result.rows_affected())
     }
 
+    /// Call records bound to a contact whose claim's lease ran out before the provider was
+    /// known to have accepted the call: the record is still `queued`, without a provider call
+    /// id, so no callback about it ever arrived. Its dialer stopped between creating the
+    /// record and hearing the provider's answer. The lease outlasts a provider request
+    /// (`CAMPAIGN_LEASE_SECS` > `PROVIDER_TIMEOUT_SECS`), and a call the provider did place
+    /// reports `ringing` long before the lease ends, so these were never dialled.
+    pub async fn unplaced_calls(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        const OP: &str = "unplaced_calls";
+        let rows = sqlx::query(
+            "SELECT k.current_call_id FROM campaign_contacts k \
+             JOIN calls c ON c.id = k.current_call_id \
+             WHERE k.state = 'calling' AND k.lease_until_ms < $1 \
+             AND c.status = 'queued' AND c.provider_call_id IS NULL",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed(OP))?;
+        rows.iter()
+            .map(|row| row.try_get("current_call_id").map_err(failed(OP)))
+            .collect()
+    }
+
     /// Settles `calling` contacts whose call has a final status: `done`, `failed`, or
     /// `retry-scheduled` per the campaign's retry policy (`canceled` instead of a retry once
     /// the campaign is canceled).

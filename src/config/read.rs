@@ -399,9 +399,22 @@ fn trim_slash(mut url: String) -> String {
 pub(super) fn campaigns<F: Fn(&str) -> Option<String>>(
     vars: &Vars<F>,
 ) -> Result<CampaignSettings, ConfigError> {
+    let lease = vars.seconds("CAMPAIGN_LEASE_SECS", 60)?;
+    let provider_timeout = vars.seconds("PROVIDER_TIMEOUT_SECS", 15)?;
+    if lease <= provider_timeout {
+        // A lease that can run out while the provider is still being asked would let another
+        // instance dial the same contact.
+        return Err(ConfigError::new(
+            "CAMPAIGN_LEASE_SECS",
+            format!(
+                "must be longer than PROVIDER_TIMEOUT_SECS ({} s), so a contact being dialled is never taken over",
+                provider_timeout.as_secs()
+            ),
+        ));
+    }
     Ok(CampaignSettings {
         dialer: vars.flag("CAMPAIGN_DIALER", true)?,
         poll: vars.millis("CAMPAIGN_POLL_MS", 500)?,
-        lease: vars.seconds("CAMPAIGN_LEASE_SECS", 60)?,
+        lease,
     })
 }
