@@ -49,7 +49,7 @@ CREATE TABLE campaign_contacts (
     -- pending / retry-scheduled: not dialled before this.
     next_attempt_ms BIGINT NOT NULL,
     -- calling: the instance that claimed the contact, and until when the claim holds while
-    -- the call is being placed (cleared once the provider accepted it).
+    -- its call is recorded and placed.
     lease_owner TEXT,
     lease_until_ms BIGINT,
     -- calling: the call record of the attempt in progress, once created.

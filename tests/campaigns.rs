@@ -43,8 +43,21 @@ struct CampaignServer {
 
 impl CampaignServer {
     async fn start(rest: &FakeRest, clock: Arc<dyn Clock>) -> CampaignServer {
+        Self::start_with(rest, clock, &[]).await
+    }
+
+    /// [`Self::start`] with `extra` variables (they win over the test's own).
+    async fn start_with(
+        rest: &FakeRest,
+        clock: Arc<dyn Clock>,
+        extra: &[(&str, &str)],
+    ) -> CampaignServer {
         let data = tempfile::tempdir().expect("a temp dir");
-        let mut vars: Vec<(String, String)> = vec![
+        let mut vars: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.extend::<Vec<(String, String)>>(vec![
             ("GEMINI_API_KEY".into(), "test-key".into()),
             ("PUBLIC_URL".into(), "https://phone.example.com".into()),
             (
@@ -57,7 +70,7 @@ impl CampaignServer {
                 "DATABASE_URL".into(),
                 format!("sqlite://{}/records.db", data.path().display()),
             ),
-        ];
+        ]);
         vars.extend(
             provider_vars(&rest.url())
                 .into_iter()
@@ -848,4 +861,125 @@ async fn two_instances_on_postgres_dial_each_contact_once_and_survive_a_sigkill(
     );
     drop(second);
     db.drop_schema().await;
+}
+
+// ---- Benchmark (run by hand; figures in the notes) ----
+
+/// Enqueues 10,000 contacts through the API, then measures what the dialer's bookkeeping
+/// costs the database per dial by driving the store as the dialer does (claim, bind, placed,
+/// settle) around the call-record writes every outbound call makes (create, provider id,
+/// final status). On SQLite, and on PostgreSQL when `TEST_POSTGRES_URL` is set.
+#[tokio::test]
+#[ignore = "a benchmark: cargo test --release --test campaigns bench_ -- --ignored --nocapture"]
+async fn bench_enqueue_and_database_cost_per_dial() {
+    bench_on("sqlite", None).await;
+    if let Some(db) = PostgresSchema::create("bench").await {
+        bench_on("postgres", Some(db.url.as_str())).await;
+        db.drop_schema().await;
+    }
+}
+
+async fn bench_on(backend: &str, database_url: Option<&str>) {
+    use gemini_phone::calls::{CallStatus, NewCall};
+    use gemini_phone::campaigns::store::ClaimLimits;
+    use gemini_phone::telephony::Direction;
+
+    let rest = FakeRest::start().await;
+    let mut extra = vec![("CAMPAIGN_DIALER", "false")];
+    if let Some(url) = database_url {
+        extra.push(("DATABASE_URL", url));
+    }
+    let server = CampaignServer::start_with(&rest, Arc::new(SystemClock), &extra).await;
+    let api = Api::new(server.url(""));
+    let query = "name=bench&provider=twilio&max_concurrent=100&window_start=00:00&window_end=24:00&days=all&max_attempts=1";
+
+    let csv = contacts_csv(
+        0..10_000,
+        |i| if i % 2 == 0 { "America/Chicago" } else { "" },
+    );
+    let bytes = csv.len();
+    let started = Instant::now();
+    let (status, created) = api.upload_csv(query, csv).await;
+    let enqueue = started.elapsed();
+    assert_eq!(status, 201, "{created}");
+    eprintln!(
+        "{backend}: POST /campaigns with 10,000 contacts ({bytes} bytes of CSV): {enqueue:?}"
+    );
+
+    let app = &server.app;
+    let store = &app.campaigns.store;
+    let (mut claim_t, mut bind_t, mut settle_t) = Default::default();
+    let (mut create_t, mut provider_id_t, mut final_t) = Default::default();
+    let mut dials = 0u32;
+    let limits = ClaimLimits {
+        owner: &app.instance_id,
+        now_ms: SystemClock.now_ms(),
+        lease_ms: 60_000,
+        max_live: 1_000,
+    };
+    let cycle_started = Instant::now();
+    while dials < 2_000 {
+        let t = Instant::now();
+        let claims = store.claim(&limits).await.expect("claim");
+        claim_t += t.elapsed();
+        assert!(!claims.is_empty(), "contacts left to claim");
+        for claim in &claims {
+            let t = Instant::now();
+            let record = app
+                .store
+                .create(NewCall {
+                    provider: "twilio".into(),
+                    provider_call_id: None,
+                    direction: Direction::Outbound,
+                    from: claim.from.clone(),
+                    to: claim.to.clone(),
+                    campaign: Some(claim.campaign_id.clone()),
+                    prompt: Some(claim.prompt.clone()),
+                    vars: claim.vars.clone(),
+                    status: CallStatus::Queued,
+                })
+                .await
+                .expect("create");
+            create_t += t.elapsed();
+            let t = Instant::now();
+            assert!(
+                store
+                    .bind(claim, &app.instance_id, &record.id, limits.now_ms)
+                    .await
+                    .expect("bind")
+            );
+            bind_t += t.elapsed();
+            let t = Instant::now();
+            app.store
+                .set_provider_call_id(&record.id, &format!("CA{dials:032x}"))
+                .await
+                .expect("provider id");
+            provider_id_t += t.elapsed();
+            let t = Instant::now();
+            app.store
+                .record_status(&record.id, CallStatus::Completed)
+                .await
+                .expect("final status");
+            final_t += t.elapsed();
+            dials += 1;
+        }
+        let t = Instant::now();
+        let settled = store.settle_ended(limits.now_ms).await.expect("settle");
+        settle_t += t.elapsed();
+        assert_eq!(settled.len(), claims.len());
+    }
+    let total = cycle_started.elapsed();
+    let per = |d: Duration| d / dials;
+    eprintln!(
+        "{backend}: {dials} dials in batches of 100: dialer bookkeeping {:?} per dial (claim {:?}, bind {:?}, settle {:?}); the call record's own writes {:?} (create {:?}, provider id {:?}, final status {:?}); all {:?} per dial",
+        per(claim_t + bind_t + settle_t),
+        per(claim_t),
+        per(bind_t),
+        per(settle_t),
+        per(create_t + provider_id_t + final_t),
+        per(create_t),
+        per(provider_id_t),
+        per(final_t),
+        per(total),
+    );
 }

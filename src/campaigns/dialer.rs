@@ -236,12 +236,7 @@ async fn place(app: &App, claim: Claim) -> Option<String> {
             return None;
         }
     }
-    let placed = recorded.dial().await;
-    if let Err(error) = campaigns.store.placed(&claim, &call_id).await {
-        // The lease runs out by itself; the contact stays bound to its call either way.
-        tracing::warn!(%error, call = %call_id, "campaigns: could not clear a claim's lease");
-    }
-    match placed {
+    match recorded.dial().await {
         Ok(_) => Some(call_id),
         Err(error) => {
             // The record is `failed` now; the next settle pass retries or fails the contact.

@@ -7,11 +7,12 @@
 //! by one instance's dialer: it becomes `calling` with a lease (owner and expiry) and its
 //! attempt count goes up. The dialer then creates the call record, *binds* it to the contact
 //! (`current_call_id`, and a row of `campaign_attempts`) and only then asks the provider to
-//! dial; once the provider accepted, the lease is cleared. A lease that runs out on a contact
-//! without a call record (its instance died before creating one) gives the contact back;
-//! one with a call record is never dialled again for that attempt: the record's final status
-//! (from the provider's callbacks, or the crash reconciler) settles it. That is what makes
-//! "each contact is dialled once per attempt" hold through a SIGKILL.
+//! dial. The lease matters until then: one that runs out on a contact without a call record
+//! (its instance died before creating one) gives the contact back; one with a call record is
+//! never dialled again for that attempt: the record's final status (from the provider's
+//! callbacks) settles it, or, when the record shows the provider never took the call, it is
+//! settled `failed` ([`CampaignStore::unplaced_calls`]). That is what makes "each contact is
+//! dialled once per attempt" hold through a SIGKILL.
 //!
 //! Any instance *settles* a `calling` contact once its call record has a final status:
 //! `done`, `failed`, or `retry-scheduled` after the back-off. The settling `UPDATE` names the
@@ -828,22 +829,6 @@ impl CampaignStore {
         Ok(true)
     }
 
-    /// The provider accepted the bound call: the claim's lease is no longer needed (the
-    /// call's final status settles the contact, whichever instance sees it).
-    pub async fn placed(&self, claim: &Claim, call_id: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE campaign_contacts SET lease_until_ms = NULL \
-             WHERE campaign_id = $1 AND line = $2 AND current_call_id = $3",
-        )
-        .bind(&claim.campaign_id)
-        .bind(to_i64(claim.line))
-        .bind(call_id)
-        .execute(&self.pool)
-        .await
-        .map_err(failed("call_placed"))?;
-        Ok(())
-    }
-
     /// Gives an unbound claim back, not counting its attempt: due again at `due_ms`
     /// (`skipped` instead when `skip`: its number went on the do-not-call list meanwhile).
     pub async fn give_back(
@@ -929,13 +914,20 @@ impl CampaignStore {
              FROM campaign_contacts k \
              JOIN calls c ON c.id = k.current_call_id \
              JOIN campaigns p ON p.id = k.campaign_id \
-             WHERE k.state = 'calling' AND c.status IN ({}) LIMIT $1",
+             WHERE k.state = 'calling' AND c.status IN ({}) \
+             ORDER BY k.campaign_id, k.line LIMIT $1",
             final_statuses()
         ))
         .bind(SETTLE_BATCH)
         .fetch_all(&self.pool)
         .await
         .map_err(failed(OP))?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One commit for the batch. Rows are changed in (campaign, line) order, so instances
+        // settling the same batch at once wait for each other instead of deadlocking.
+        let mut tx = self.begin(OP).await?;
         let mut settled = Vec::with_capacity(rows.len());
         for row in &rows {
             let campaign_id: String = row.try_get("campaign_id").map_err(failed(OP))?;
@@ -976,7 +968,7 @@ impl CampaignStore {
             .bind(next_ms)
             .bind(status.as_str())
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(failed(OP))?
             .rows_affected();
@@ -990,6 +982,7 @@ impl CampaignStore {
                 });
             }
         }
+        tx.commit().await.map_err(failed(OP))?;
         Ok(settled)
     }
 
