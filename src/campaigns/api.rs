@@ -104,6 +104,7 @@ impl From<crate::calls::StoreError> for CampaignError {
 impl IntoResponse for CampaignError {
     fn into_response(self) -> Response {
         let status = match &self {
+            // Answered by `ApiError` itself, below.
             CampaignError::Api(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CampaignError::BadContact { .. } => StatusCode::BAD_REQUEST,
             CampaignError::NoCampaign(_) | CampaignError::NotListed(_) => StatusCode::NOT_FOUND,

@@ -512,6 +512,19 @@ impl CampaignStore {
     /// their calling window get their next attempt moved to the window's opening.
     pub async fn claim(&self, limits: &ClaimLimits<'_>) -> Result<Vec<Claim>, StoreError> {
         const OP: &str = "claim_contacts";
+        // The claim writes (it takes the dialer's row); an idle dialer only reads.
+        let due = sqlx::query(
+            "SELECT 1 AS due FROM campaigns c JOIN campaign_contacts k ON k.campaign_id = c.id \
+             WHERE c.state = 'running' AND c.start_at_ms <= $1 AND c.next_dial_ms <= $1 \
+             AND k.state IN ('pending', 'retry-scheduled') AND k.next_attempt_ms <= $1 LIMIT 1",
+        )
+        .bind(limits.now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed(OP))?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin(OP).await?;
         if !self.lock_dialer(&mut tx, limits.now_ms).await? {
             tx.rollback().await.map_err(failed(OP))?;
