@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::csv::{RawContact, read_contacts};
+use super::dnc;
 use super::model::{
     CampaignSpec, CampaignState, ContactState, NewContact, RetryPolicy, StateCounts,
 };
@@ -58,9 +59,7 @@ pub fn routes(rate: ApiRateLimit) -> Router<Arc<App>> {
         .route("/campaigns/{id}/cancel", post(cancel))
         .route(
             "/dnc/{number}",
-            post(add_do_not_call)
-                .delete(remove_do_not_call)
-                .get(show_do_not_call),
+            post(dnc::add).delete(dnc::remove).get(dnc::show),
         )
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .layer(Extension(rate))
@@ -122,7 +121,7 @@ impl IntoResponse for CampaignError {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> CampaignError {
+pub(super) fn bad_request(message: impl Into<String>) -> CampaignError {
     CampaignError::Api(ApiError::BadRequest(message.into()))
 }
 
@@ -801,67 +800,4 @@ pub async fn cancel(
     let mut campaign = find(&app, &id).await?;
     campaign["hung_up"] = json!(hung_up);
     Ok(Json(campaign).into_response())
-}
-
-// ---- The do-not-call list ----
-
-fn listed_number(number: &str) -> Result<String, CampaignError> {
-    e164::normalize(number).ok_or_else(|| {
-        bad_request(format!(
-            "{number:?} is not an E.164 number like +15551234567"
-        ))
-    })
-}
-
-/// `POST /dnc/{number}`: never dial this number again, from a campaign or `POST /calls`.
-/// 201 when added, 200 when it was listed already.
-pub async fn add_do_not_call(
-    _: Authorized,
-    State(app): State<Arc<App>>,
-    Path(number): Path<String>,
-) -> Result<Response, CampaignError> {
-    let number = listed_number(&number)?;
-    let campaigns = &app.campaigns;
-    let added = campaigns
-        .store
-        .add_do_not_call(&number, campaigns.now_ms())
-        .await?;
-    let since = campaigns.store.do_not_call_since(&number).await?;
-    let status = if added {
-        tracing::info!(%number, "number added to the do-not-call list");
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let body = json!({"number": number, "added_at": since.map(rfc3339_ms)});
-    Ok((status, Json(body)).into_response())
-}
-
-/// `DELETE /dnc/{number}`: dial this number again. 204, or 404 when it was not listed.
-pub async fn remove_do_not_call(
-    _: Authorized,
-    State(app): State<Arc<App>>,
-    Path(number): Path<String>,
-) -> Result<Response, CampaignError> {
-    let number = listed_number(&number)?;
-    if !app.campaigns.store.remove_do_not_call(&number).await? {
-        return Err(CampaignError::NotListed(number));
-    }
-    tracing::info!(%number, "number removed from the do-not-call list");
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// `GET /dnc/{number}`: 200 with when it was listed, or 404.
-pub async fn show_do_not_call(
-    _: Authorized,
-    State(app): State<Arc<App>>,
-    Path(number): Path<String>,
-) -> Result<Response, CampaignError> {
-    let number = listed_number(&number)?;
-    match app.campaigns.store.do_not_call_since(&number).await? {
-        Some(since) => {
-            Ok(Json(json!({"number": number, "added_at": rfc3339_ms(since)})).into_response())
-        }
-        None => Err(CampaignError::NotListed(number)),
-    }
 }

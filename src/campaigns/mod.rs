@@ -11,6 +11,7 @@ pub mod api;
 pub mod clock;
 pub mod csv;
 pub mod dialer;
+pub mod dnc;
 pub mod model;
 pub mod store;
 pub mod window;
