@@ -12,6 +12,8 @@ use crate::calls::post_call;
 use crate::calls::reconcile::{self, Membership, Reconciler};
 use crate::calls::recorder::Recorder;
 use crate::calls::{CallStore, StoreError};
+use crate::campaigns::Campaigns;
+use crate::campaigns::clock::{Clock, SystemClock};
 use crate::config::{AgentKind, Config, ConfigError, VertexAccess};
 use crate::metrics::Metrics;
 use crate::prompts::Prompts;
@@ -79,6 +81,8 @@ pub struct App {
     pub prewarm: Prewarm,
     /// Call recordings: the writer (with `RECORD_CALLS=true`) and `RECORDINGS_DIR`.
     pub recordings: Recordings,
+    /// Campaigns and the do-not-call list: their store, the dialer's clock and wake-up.
+    pub campaigns: Campaigns,
     /// This instance's heartbeat in the records store.
     membership: Membership,
     started: Instant,
@@ -108,6 +112,16 @@ impl App {
     pub async fn with_post_call(
         config: Config,
         post_call: Option<post_call::Settings>,
+    ) -> Result<Self, StartError> {
+        Self::with_clock(config, post_call, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::with_post_call`] with the campaign dialer's clock given, so tests can move
+    /// calling windows, back-offs and leases forward without waiting.
+    pub async fn with_clock(
+        config: Config,
+        post_call: Option<post_call::Settings>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let prompts = Prompts::new(config.prompts_dir.clone());
         let inbound_prompt = read_inbound_prompt(&config)?;
@@ -160,7 +174,7 @@ impl App {
             config,
             inbound_prompt,
             prompts,
-            store,
+            store: store.clone(),
             recorder,
             providers,
             tools,
@@ -169,6 +183,7 @@ impl App {
             machine_verdicts: Arc::default(),
             prewarm,
             recordings,
+            campaigns: Campaigns::new(&store, clock),
             started: Instant::now(),
         })
     }

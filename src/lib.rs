@@ -10,6 +10,7 @@ pub mod app;
 pub mod audio;
 pub mod bridge;
 pub mod calls;
+pub mod campaigns;
 pub mod config;
 pub mod doctor;
 pub mod e164;

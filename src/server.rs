@@ -31,11 +31,14 @@ pub(crate) const PHONE_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// The application's routes.
 pub fn router(app: Arc<App>) -> Router {
     let body_timeout = app.config.limits.http_body_timeout;
+    // One request budget for the API token, whichever of its routes it calls.
+    let api_rate = api::ApiRateLimit::per_minute(app.config.limits.api_rate_per_minute);
     Router::new()
         .route("/health", get(health))
-        .merge(api::routes(&app.config.limits))
+        .merge(api::routes(api_rate.clone()))
+        .merge(crate::campaigns::api::routes(api_rate.clone()))
         // The web console and browser calls; `/web/stream` outranks `/{provider}/stream`.
-        .merge(crate::web::routes(&app.config.limits))
+        .merge(crate::web::routes(api_rate))
         .route(
             "/{provider}/answer",
             get(webhooks::answer).post(webhooks::answer),
@@ -64,6 +67,7 @@ pub async fn serve(
     let limits = connection_limits(&app.config.limits);
     // Listening already, so the first call a newly pointed number sends finds the server.
     crate::numbers::configure_in_background(&app);
+    crate::campaigns::dialer::start(&app);
     connections::serve_connections(listener, router(app), limits, shutdown).await
 }
 

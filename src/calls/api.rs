@@ -6,7 +6,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
@@ -22,15 +22,15 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::store::{CallFilter, CallRecord, CallStatus, NewCall};
-use crate::admission::{self, Admission, Saturated};
+use super::dial;
+use super::store::{CallFilter, CallRecord, CallStatus};
+use crate::admission::Saturated;
 use crate::app::App;
-use crate::config::Limits;
 use crate::e164::{self, is_e164};
 use crate::prompts::PromptError;
 use crate::server::body_timeout_in;
 use crate::telephony::Direction;
-use crate::telephony::rest::DialRequest;
+use crate::telephony::rest::CallControl;
 
 /// The prompt template used when `POST /calls` names none.
 pub const DEFAULT_OUTBOUND_PROMPT: &str = "outbound";
@@ -43,8 +43,9 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// free as calls end and as unanswered dial-outs lapse, so a short wait usually finds one.
 pub const SATURATED_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// The `/calls` routes, with their body limit and the API token's rate limit.
-pub fn routes(limits: &Limits) -> Router<Arc<App>> {
+/// The `/calls` routes, with their body limit and the API token's rate limit (`rate`,
+/// shared with the other routes the token opens).
+pub fn routes(rate: ApiRateLimit) -> Router<Arc<App>> {
     Router::new()
         .route("/calls", post(create).get(list))
         .route("/calls/{id}", routing::get(get))
@@ -54,9 +55,7 @@ pub fn routes(limits: &Limits) -> Router<Arc<App>> {
             routing::get(crate::recording::http::download),
         )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .layer(Extension(ApiRateLimit::per_minute(
-            limits.api_rate_per_minute,
-        )))
+        .layer(Extension(rate))
 }
 
 /// An API failure, answered as `{"error": "…"}` with a fitting status.
@@ -76,6 +75,9 @@ pub enum ApiError {
         /// When the next request will be accepted.
         retry_after: Duration,
     },
+    /// The number is on the do-not-call list; nothing was dialled.
+    #[error("{0} is on the do-not-call list: nothing was dialled (DELETE /dnc/{0} takes it off)")]
+    DoNotCall(String),
     /// Every call slot is taken (`MAX_CONCURRENT_CALLS`); nothing was dialled.
     #[error("{saturated}: nothing was dialled; try again in {} s", SATURATED_RETRY_AFTER.as_secs(), saturated = .0)]
     Saturated(Saturated),
@@ -114,6 +116,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::DoNotCall(_) => StatusCode::FORBIDDEN,
             ApiError::Disabled => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } | ApiError::Saturated(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -249,56 +252,6 @@ impl ApiRateLimit {
     }
 }
 
-/// A call slot held while `POST /calls` creates the record and dials; given back if the
-/// request fails before the call is placed, kept (under the record's id) once it is.
-pub(crate) struct DialSlot<'a> {
-    admission: &'a Admission,
-    key: String,
-    placed: bool,
-}
-
-impl<'a> DialSlot<'a> {
-    /// Takes a slot under a key of its own: the record, whose id will key the call, does not
-    /// exist yet, and a refused request should leave none behind.
-    fn take(admission: &'a Admission) -> Result<Self, ApiError> {
-        Self::take_for(admission, admission::DIAL_TO_START)
-    }
-
-    /// Takes a slot held for `hold` until the call's stream starts (a browser call's stream
-    /// follows its request at once, a dialled call's only after ringing).
-    pub(crate) fn take_for(admission: &'a Admission, hold: Duration) -> Result<Self, ApiError> {
-        let key = format!("dial-{}", uuid::Uuid::new_v4().simple());
-        admission
-            .reserve(&key, Instant::now(), hold)
-            .map_err(ApiError::Saturated)?;
-        Ok(Self {
-            admission,
-            key,
-            placed: false,
-        })
-    }
-
-    /// Keys the slot by the call's record, as the call's media stream will claim it.
-    pub(crate) fn bind_to_record(&mut self, record_id: &str) {
-        if self.admission.rename(&self.key, record_id) {
-            record_id.clone_into(&mut self.key);
-        }
-    }
-
-    /// The call was placed: the slot stays held until its stream starts or it lapses.
-    pub(crate) fn keep(mut self) {
-        self.placed = true;
-    }
-}
-
-impl Drop for DialSlot<'_> {
-    fn drop(&mut self) {
-        if !self.placed {
-            self.admission.release(&self.key);
-        }
-    }
-}
-
 /// The body of a request, or why it could not be read.
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
@@ -349,34 +302,8 @@ pub async fn create(
             request.to
         )));
     }
-    let control = match request.provider.as_deref() {
-        Some(name) => app.providers.control(name).ok_or_else(|| {
-            ApiError::BadRequest(match name {
-                "twilio" | "plivo" => format!("provider `{name}` is not configured on this server"),
-                _ => format!("unknown provider `{name}`: use twilio or plivo"),
-            })
-        })?,
-        None => app.providers.only_control().ok_or_else(|| {
-            ApiError::BadRequest(if app.providers.is_empty() {
-                "no provider is configured: set TWILIO_* or PLIVO_* credentials".to_owned()
-            } else {
-                "several providers are configured: say which with `provider`".to_owned()
-            })
-        })?,
-    };
-    let from = match request.from.as_deref().or(control.default_from()) {
-        Some(from) => from.to_owned(),
-        None => {
-            return Err(ApiError::BadRequest(format!(
-                "no caller number: pass `from` or set {}_PHONE_NUMBER",
-                control.provider().to_ascii_uppercase()
-            )));
-        }
-    };
-    // Plivo numbers are often written without `+`; accept both and store E.164.
-    let from = e164::normalize(&from).ok_or_else(|| {
-        ApiError::BadRequest(format!("`from` must be an E.164 number, got {from:?}"))
-    })?;
+    let control = provider_control(&app, request.provider.as_deref())?;
+    let from = caller_id(control.as_ref(), request.from.as_deref())?;
     let prompt = request
         .prompt
         .unwrap_or_else(|| DEFAULT_OUTBOUND_PROMPT.to_owned());
@@ -384,54 +311,52 @@ pub async fn create(
         .render(&prompt, &request.vars)
         .map_err(|e: PromptError| ApiError::BadRequest(e.to_string()))?;
 
-    let mut slot = DialSlot::take(&app.admission)?;
-    let record = app
-        .store
-        .create(NewCall {
-            provider: control.provider().to_owned(),
-            provider_call_id: None,
-            direction: Direction::Outbound,
-            from: from.clone(),
-            to: request.to.clone(),
-            campaign: request.campaign,
-            prompt: Some(prompt),
-            vars: request.vars,
-            status: CallStatus::Queued,
-        })
-        .await?;
-    slot.bind_to_record(&record.id);
-    let dial = DialRequest {
-        to: request.to,
+    let call = dial::Outbound {
+        control,
         from,
-        record_id: record.id.clone(),
-        public_url: app.config.public_url.clone(),
-        time_limit_secs: app.config.max_call_duration.as_secs(),
-        on_machine: app.config.turns.on_machine,
+        to: request.to,
+        prompt,
+        vars: request.vars,
+        campaign: request.campaign,
     };
-    match control.dial(&dial).await {
-        Ok(provider_call_id) => {
-            slot.keep();
-            app.store
-                .set_provider_call_id(&record.id, &provider_call_id)
-                .await?;
-            tracing::info!(call = %record.id, provider = control.provider(), %provider_call_id, "outbound call placed");
-            let record = app
-                .store
-                .get(&record.id)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(record.id.clone()))?;
-            Ok((StatusCode::CREATED, Json(record)).into_response())
-        }
-        Err(error) => {
-            drop(slot);
-            tracing::warn!(call = %record.id, %error, "provider refused the outbound call");
-            app.store.fail(&record.id, &error.to_string()).await?;
-            Err(ApiError::Provider {
-                message: error.to_string(),
-                id: Some(record.id),
+    let record = dial::record(&app, call).await?.dial().await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+/// The provider account a request names, or the only configured one when it names none.
+pub(crate) fn provider_control(
+    app: &App,
+    name: Option<&str>,
+) -> Result<Arc<dyn CallControl>, ApiError> {
+    match name {
+        Some(name) => app.providers.control(name).ok_or_else(|| {
+            ApiError::BadRequest(match name {
+                "twilio" | "plivo" => format!("provider `{name}` is not configured on this server"),
+                _ => format!("unknown provider `{name}`: use twilio or plivo"),
             })
-        }
+        }),
+        None => app.providers.only_control().ok_or_else(|| {
+            ApiError::BadRequest(if app.providers.is_empty() {
+                "no provider is configured: set TWILIO_* or PLIVO_* credentials".to_owned()
+            } else {
+                "several providers are configured: say which with `provider`".to_owned()
+            })
+        }),
     }
+}
+
+/// The caller id to dial from: `from` if given, else the account's number, in E.164.
+pub(crate) fn caller_id(control: &dyn CallControl, from: Option<&str>) -> Result<String, ApiError> {
+    let Some(from) = from.or(control.default_from()) else {
+        return Err(ApiError::BadRequest(format!(
+            "no caller number: pass `from` or set {}_PHONE_NUMBER",
+            control.provider().to_ascii_uppercase()
+        )));
+    };
+    // Plivo numbers are often written without `+`; accept both and store E.164.
+    e164::normalize(from).ok_or_else(|| {
+        ApiError::BadRequest(format!("`from` must be an E.164 number, got {from:?}"))
+    })
 }
 
 /// `GET /calls` query.
@@ -518,6 +443,15 @@ pub async fn hang_up(
 ) -> Result<Response, ApiError> {
     let record = find_record(&app, &id).await?;
     let id = record.id.clone();
+    end_call(&app, &record, "hung up through the API").await?;
+    let record = find_record(&app, &id).await?;
+    Ok(Json(record).into_response())
+}
+
+/// Ends a ringing or live call through its provider and records why (`reason`); a call that
+/// was still ringing is `canceled`. A call that has ended already is a conflict.
+pub(crate) async fn end_call(app: &App, record: &CallRecord, reason: &str) -> Result<(), ApiError> {
+    let id = &record.id;
     if record.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "call {id} has already ended ({})",
@@ -546,12 +480,9 @@ pub async fn hang_up(
             message: e.to_string(),
             id: None,
         })?;
-    app.store
-        .finish(&id, None, Some("hung up through the API"))
-        .await?;
+    app.store.finish(id, None, Some(reason)).await?;
     if !live {
-        app.store.record_status(&id, CallStatus::Canceled).await?;
+        app.store.record_status(id, CallStatus::Canceled).await?;
     }
-    let record = find_record(&app, &id).await?;
-    Ok(Json(record).into_response())
+    Ok(())
 }

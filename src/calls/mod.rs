@@ -2,6 +2,7 @@
 //! history, transcript and tool events.
 
 pub mod api;
+pub mod dial;
 pub mod post_call;
 pub mod reconcile;
 pub mod recorder;

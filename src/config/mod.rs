@@ -271,6 +271,8 @@ pub struct Config {
     pub prewarm: Option<Duration>,
     /// Call recordings: whether calls are recorded, where, and for how long they are kept.
     pub recordings: RecordingsConfig,
+    /// The campaign dialer's timings.
+    pub campaigns: CampaignSettings,
 }
 
 /// Call recordings (`RECORD_CALLS`, `RECORDINGS_DIR`, `RECORDING_RETENTION_DAYS`).
@@ -282,6 +284,18 @@ pub struct RecordingsConfig {
     pub dir: PathBuf,
     /// Recordings older than this are deleted (`RECORDING_RETENTION_DAYS`); `None` keeps them.
     pub retention: Option<Duration>,
+}
+
+/// How the campaign dialer runs on this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignSettings {
+    /// Run the dialer here (`CAMPAIGN_DIALER`); an instance without it still serves the API.
+    pub dialer: bool,
+    /// How often the dialer looks for due contacts and ended calls (`CAMPAIGN_POLL_MS`).
+    pub poll: Duration,
+    /// How long a claimed contact is held while its call is placed before another instance
+    /// may take it over (`CAMPAIGN_LEASE_SECS`); longer than a provider request may take.
+    pub lease: Duration,
 }
 
 /// The post-call webhook: every ended call's record, signed with the secret.
@@ -378,6 +392,7 @@ impl Config {
             turns: turns::read(&vars)?,
             prewarm: read::prewarm(&vars)?,
             recordings: read::recordings(&vars)?,
+            campaigns: read::campaigns(&vars)?,
         })
     }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::vars::Vars;
 use super::{
-    AgentKind, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL, DEFAULT_VERTEX_LOCATION,
-    GeminiBackend, GeminiConfig, Limits, PlivoConfig, PostCallWebhook, RecordingsConfig, Secret,
-    ToolsConfig, TwilioConfig, VertexAccess, VertexConfig,
+    AgentKind, CampaignSettings, ConfigError, DEFAULT_GEMINI_LIVE_URL, DEFAULT_GEMINI_MODEL,
+    DEFAULT_VERTEX_LOCATION, GeminiBackend, GeminiConfig, Limits, PlivoConfig, PostCallWebhook,
+    RecordingsConfig, Secret, ToolsConfig, TwilioConfig, VertexAccess, VertexConfig,
 };
 use crate::e164;
 use crate::gemini::auth::{CredentialSources, SharedCredentials};
@@ -449,5 +449,29 @@ pub(super) fn recordings<F: Fn(&str) -> Option<String>>(
                 .unwrap_or_else(|| DEFAULT_RECORDINGS_DIR.to_owned()),
         ),
         retention,
+    })
+}
+
+/// The campaign dialer's section: `CAMPAIGN_DIALER`, `CAMPAIGN_POLL_MS`, `CAMPAIGN_LEASE_SECS`.
+pub(super) fn campaigns<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<CampaignSettings, ConfigError> {
+    let lease = vars.seconds("CAMPAIGN_LEASE_SECS", 60)?;
+    let provider_timeout = vars.seconds("PROVIDER_TIMEOUT_SECS", 15)?;
+    if lease <= provider_timeout {
+        // A lease that can run out while the provider is still being asked would let another
+        // instance dial the same contact.
+        return Err(ConfigError::new(
+            "CAMPAIGN_LEASE_SECS",
+            format!(
+                "must be longer than PROVIDER_TIMEOUT_SECS ({} s), so a contact being dialled is never taken over",
+                provider_timeout.as_secs()
+            ),
+        ));
+    }
+    Ok(CampaignSettings {
+        dialer: vars.flag("CAMPAIGN_DIALER", true)?,
+        poll: vars.millis("CAMPAIGN_POLL_MS", 500)?,
+        lease,
     })
 }

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
-use crate::calls::api::{ApiError, Authorized, DialSlot};
+use crate::calls::api::{ApiError, Authorized};
+use crate::calls::dial::DialSlot;
 use crate::calls::{CallStatus, NewCall};
 use crate::server::{MAX_PHONE_MESSAGE_BYTES, PHONE_READ_BUFFER_BYTES};
 use crate::signature::{StreamClaims, unix_now};

@@ -14,20 +14,17 @@ use axum::routing::{get, post};
 
 use crate::app::App;
 use crate::calls::api::{ApiRateLimit, MAX_REQUEST_BYTES};
-use crate::config::Limits;
 
 pub use calls::{CreatedWebCall, STREAM_TO_START};
 pub use console::{CONTENT_SECURITY_POLICY, asset};
 
 /// The console's pages and assets, and the browser-call routes (behind `API_TOKEN` like
-/// `/calls`, with a rate budget of their own).
-pub fn routes(limits: &Limits) -> Router<Arc<App>> {
+/// `/calls`, sharing its rate budget).
+pub fn routes(api_rate: ApiRateLimit) -> Router<Arc<App>> {
     let browser_calls = Router::new()
         .route("/web/calls", post(calls::create))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .layer(Extension(ApiRateLimit::per_minute(
-            limits.api_rate_per_minute,
-        )));
+        .layer(Extension(api_rate));
     Router::new()
         .route("/", get(console::index))
         .route("/console/{file}", get(console::file))

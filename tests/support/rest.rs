@@ -92,6 +92,52 @@ struct Shared {
     plivo_apps: Vec<Value>,
     /// Twilio's account `type` (`Full` or `Trial`).
     twilio_account_type: String,
+    /// The phone network behind dialled Twilio calls, once a test turned it on.
+    network: Option<Network>,
+}
+
+/// How the fake phone network answers a dialled number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A person answers and talks for the script's `talk` time.
+    Answered,
+    /// The line is busy.
+    Busy,
+    /// Nobody answers.
+    NoAnswer,
+    /// The call cannot be connected.
+    Failed,
+    /// An answering machine picks up.
+    Machine,
+}
+
+/// Timings of the fake network's calls.
+#[derive(Clone, Copy, Debug)]
+pub struct CallScript {
+    /// From the dial to ringing, and from ringing to an outcome.
+    pub ring: Duration,
+    /// How long an answered call lasts unless hung up through the API.
+    pub talk: Duration,
+}
+
+/// What the fake network does with dialled Twilio calls: it plays each one out by its number's
+/// outcome and delivers the callbacks Twilio would (status `ringing`, the answer webhook with
+/// `AnsweredBy`, the final status with `CallDuration`), signed with the account's token, to
+/// the first server in `targets` that answers (like a load balancer skipping a dead
+/// instance).
+struct Network {
+    targets: Vec<String>,
+    script: CallScript,
+    outcomes: HashMap<String, Vec<Outcome>>,
+    next_target: usize,
+    /// Calls dialled and not ended yet, by SID.
+    live: HashMap<String, String>,
+    max_live: usize,
+    /// Every dial, in order: the number and when.
+    dials: Vec<(String, std::time::Instant)>,
+    /// SIDs hung up through the REST API.
+    hung_up: Vec<String>,
+    http: reqwest::Client,
 }
 
 /// The fake REST server.
@@ -248,6 +294,67 @@ impl FakeRest {
         self.shared.lock().unwrap().plivo_apps.clone()
     }
 
+    /// Turns on the phone network: dialled Twilio calls are played out by number (see
+    /// [`Outcome`], `Answered` unless set) and their callbacks delivered to `targets` (server
+    /// base URLs, tried in turn until one answers).
+    pub fn simulate_calls(&self, targets: Vec<String>, script: CallScript) {
+        self.shared.lock().unwrap().network = Some(Network {
+            targets,
+            script,
+            outcomes: HashMap::new(),
+            next_target: 0,
+            live: HashMap::new(),
+            max_live: 0,
+            dials: Vec::new(),
+            hung_up: Vec::new(),
+            http: reqwest::Client::new(),
+        });
+    }
+
+    /// What calls to `number` do, attempt by attempt; the last outcome repeats.
+    pub fn set_outcomes(&self, number: &str, outcomes: &[Outcome]) {
+        if let Some(network) = self.shared.lock().unwrap().network.as_mut() {
+            network
+                .outcomes
+                .insert(number.to_owned(), outcomes.to_vec());
+        }
+    }
+
+    /// Every dial so far: the number and when.
+    pub fn dials(&self) -> Vec<(String, std::time::Instant)> {
+        self.network(|n| n.dials.clone())
+    }
+
+    /// How many times `number` was dialled.
+    pub fn dials_to(&self, number: &str) -> usize {
+        self.network(|n| n.dials.iter().filter(|(to, _)| to == number).count())
+    }
+
+    /// Calls dialled and not ended now.
+    pub fn live_calls(&self) -> usize {
+        self.network(|n| n.live.len())
+    }
+
+    /// The most calls that were live at once.
+    pub fn max_live_calls(&self) -> usize {
+        self.network(|n| n.max_live)
+    }
+
+    /// SIDs of the calls hung up through the REST API.
+    pub fn hung_up(&self) -> Vec<String> {
+        self.network(|n| n.hung_up.clone())
+    }
+
+    fn network<T: Default>(&self, read: impl FnOnce(&Network) -> T) -> T {
+        self.shared
+            .lock()
+            .unwrap()
+            .network
+            .as_ref()
+            .map(read)
+            .unwrap_or_default()
+    }
+
     /// Requests that could change something (every method but GET).
     pub fn updates(&self) -> Vec<Recorded> {
         self.requests()
@@ -357,6 +464,9 @@ async fn handle(
     } else {
         plivo_route(&shared, &method, &path, &query, json_body.as_ref(), id)
     };
+    if twilio && method == Method::POST && status.is_success() {
+        network_sees(&shared, &path, &form, &body);
+    }
     if status == StatusCode::NO_CONTENT {
         return status.into_response();
     }
@@ -1068,5 +1178,224 @@ fn plivo_app_route(
             }
         }
         _ => not_found(false, path),
+    }
+}
+
+// ---- The phone network behind dialled Twilio calls ----
+
+fn form_field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A Twilio POST the fake answered: a new call starts playing out, a hang-up ends one.
+fn network_sees(shared: &Arc<Mutex<Shared>>, path: &str, form: &[(String, String)], body: &Value) {
+    let mut guard = shared.lock().unwrap();
+    let Some(network) = guard.network.as_mut() else {
+        return;
+    };
+    if path.ends_with("/Calls.json") {
+        let (Some(sid), Some(to)) = (body["sid"].as_str(), form_field(form, "To")) else {
+            return;
+        };
+        let attempt = network.dials.iter().filter(|(n, _)| n == to).count();
+        let outcome = network
+            .outcomes
+            .get(to)
+            .and_then(|list| list.get(attempt).or(list.last()))
+            .copied()
+            .unwrap_or(Outcome::Answered);
+        network
+            .dials
+            .push((to.to_owned(), std::time::Instant::now()));
+        let status_url = form_field(form, "StatusCallback")
+            .unwrap_or_default()
+            .to_owned();
+        network.live.insert(sid.to_owned(), status_url.clone());
+        network.max_live = network.max_live.max(network.live.len());
+        let call = PlayedCall {
+            sid: sid.to_owned(),
+            to: to.to_owned(),
+            from: form_field(form, "From").unwrap_or_default().to_owned(),
+            answer_url: form_field(form, "Url").unwrap_or_default().to_owned(),
+            status_url,
+        };
+        let script = network.script;
+        drop(guard);
+        tokio::spawn(play(Arc::clone(shared), call, outcome, script));
+    } else if let Some(sid) = path
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.strip_suffix(".json"))
+        .filter(|_| path.contains("/Calls/"))
+        && let Some(asked) = form_field(form, "Status")
+        && let Some(status_url) = network.live.remove(sid)
+    {
+        // Twilio ends the call and reports its end like any other.
+        network.hung_up.push(sid.to_owned());
+        let status = if asked == "canceled" {
+            "canceled"
+        } else {
+            "completed"
+        };
+        let sid = sid.to_owned();
+        drop(guard);
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            deliver(
+                &shared,
+                &status_url,
+                &[("CallSid", sid.as_str()), ("CallStatus", status)],
+            )
+            .await;
+        });
+    }
+}
+
+struct PlayedCall {
+    sid: String,
+    to: String,
+    from: String,
+    answer_url: String,
+    status_url: String,
+}
+
+/// Plays one call out by its outcome.
+async fn play(shared: Arc<Mutex<Shared>>, call: PlayedCall, outcome: Outcome, script: CallScript) {
+    let base = [
+        ("CallSid", call.sid.as_str()),
+        ("AccountSid", TWILIO_SID),
+        ("From", call.from.as_str()),
+        ("To", call.to.as_str()),
+        ("Direction", "outbound-api"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut fields: Vec<(&str, &str)> = base.to_vec();
+        fields.extend_from_slice(extra);
+        fields
+    };
+    tokio::time::sleep(script.ring).await;
+    if !still_live(&shared, &call.sid) {
+        return;
+    }
+    set_status(&shared, &call.sid, "ringing");
+    deliver(
+        &shared,
+        &call.status_url,
+        &with(&[("CallStatus", "ringing")]),
+    )
+    .await;
+    tokio::time::sleep(script.ring).await;
+    let final_status = match outcome {
+        Outcome::Busy => "busy",
+        Outcome::NoAnswer => "no-answer",
+        Outcome::Failed => "failed",
+        Outcome::Answered | Outcome::Machine => {
+            if !still_live(&shared, &call.sid) {
+                return;
+            }
+            let answered_by = if outcome == Outcome::Machine {
+                "machine_start"
+            } else {
+                "human"
+            };
+            set_status(&shared, &call.sid, "in-progress");
+            deliver(
+                &shared,
+                &call.answer_url,
+                &with(&[("CallStatus", "in-progress"), ("AnsweredBy", answered_by)]),
+            )
+            .await;
+            if outcome == Outcome::Answered {
+                let until = tokio::time::Instant::now() + script.talk;
+                while tokio::time::Instant::now() < until {
+                    if !still_live(&shared, &call.sid) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            "completed"
+        }
+    };
+    // Ended by a hang-up meanwhile: that reported the end already.
+    let ended = {
+        let mut guard = shared.lock().unwrap();
+        guard
+            .network
+            .as_mut()
+            .and_then(|n| n.live.remove(&call.sid))
+    };
+    if ended.is_none() {
+        return;
+    }
+    set_status(&shared, &call.sid, final_status);
+    let seconds = if final_status == "completed" {
+        "7"
+    } else {
+        "0"
+    };
+    deliver(
+        &shared,
+        &call.status_url,
+        &with(&[("CallStatus", final_status), ("CallDuration", seconds)]),
+    )
+    .await;
+}
+
+fn still_live(shared: &Mutex<Shared>, sid: &str) -> bool {
+    shared
+        .lock()
+        .unwrap()
+        .network
+        .as_ref()
+        .is_some_and(|n| n.live.contains_key(sid))
+}
+
+fn set_status(shared: &Mutex<Shared>, sid: &str, status: &str) {
+    shared
+        .lock()
+        .unwrap()
+        .calls
+        .insert(sid.to_owned(), status.to_owned());
+}
+
+/// POSTs a webhook to `public_url` (as given in the dial request) at the first target that
+/// answers, signed over the public URL as Twilio signs.
+async fn deliver(shared: &Mutex<Shared>, public_url: &str, fields: &[(&str, &str)]) {
+    let Some(path) = public_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+    else {
+        return;
+    };
+    let pairs: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let signature = gemini_phone::signature::twilio_signature(TWILIO_TOKEN, public_url, &pairs);
+    let (targets, first, http) = {
+        let mut guard = shared.lock().unwrap();
+        let Some(network) = guard.network.as_mut() else {
+            return;
+        };
+        let first = network.next_target;
+        network.next_target = network.next_target.wrapping_add(1);
+        (network.targets.clone(), first, network.http.clone())
+    };
+    for offset in 0..targets.len() {
+        let target = &targets[(first + offset) % targets.len()];
+        let sent = http
+            .post(format!("{target}{path}"))
+            .header("X-Twilio-Signature", &signature)
+            .form(&pairs)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if sent.is_ok() {
+            return;
+        }
+        // A dead instance (refused, or reset mid-request): the load balancer tries the next.
     }
 }

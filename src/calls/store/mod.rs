@@ -249,6 +249,18 @@ impl CallStore {
         }
     }
 
+    /// The connection pool, for the stores of other concerns that keep their tables in the
+    /// same database (campaigns).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// True on PostgreSQL, where several instances may share the database and row locks
+    /// (`FOR UPDATE SKIP LOCKED`) exist; false on SQLite.
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
     /// Closes the pool's connections; the store is unusable afterwards.
     pub async fn close(&self) {
         self.pool.close().await;
