@@ -888,10 +888,16 @@ async fn expired_stream_tokens_are_pruned(url: String) {
     // A token that expired a moment ago is kept for a grace period, so an instance whose
     // clock lags still finds it used.
     assert!(!store.consume_stream_token(&recent, just_now).await.unwrap());
-    assert_eq!(
-        store.forget_expired_stream_tokens().await.unwrap(),
-        1,
-        "only the re-inserted long-expired token is due"
+    // Only the re-inserted long-expired token is due, unless its own insert was a prune turn
+    // (one token in 32, by its hash) and took it already.
+    let pruned = store.forget_expired_stream_tokens().await.unwrap();
+    assert!(
+        pruned <= 1,
+        "{pruned} tokens pruned; only the long-expired one was due"
+    );
+    assert!(
+        store.consume_stream_token(&old, long_ago).await.unwrap(),
+        "the long-expired token is gone"
     );
     assert!(!store.consume_stream_token(&recent, just_now).await.unwrap());
     store.close().await;
