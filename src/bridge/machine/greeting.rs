@@ -20,7 +20,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::idle::is_sound;
 use super::timers::{Timer, Timers};
 use super::{CallMachine, Phase};
 use crate::config::GreetingPolicy;
@@ -104,13 +103,13 @@ impl Greeting {
         self.policy == GreetingPolicy::CalleeFirst && self.stage != Stage::Done
     }
 
-    /// One frame of caller μ-law; `Some` when the callee has now spoken and paused while
-    /// the session is ready.
-    pub fn caller_frame(&mut self, mulaw: &[u8]) -> Option<GreetNow> {
+    /// One caller frame (`sound`: whether it is louder than a quiet line); `Some` when the
+    /// callee has now spoken and paused while the session is ready.
+    pub fn caller_frame(&mut self, sound: bool) -> Option<GreetNow> {
         if !self.holds_caller_audio() {
             return None;
         }
-        if is_sound(mulaw) {
+        if sound {
             self.speech_frames = self.speech_frames.saturating_add(1);
             self.quiet_run = 0;
         } else {
@@ -195,13 +194,17 @@ impl CallMachine {
 
     /// Acts on what one caller frame decided: the callee's first words are over (`greet`),
     /// or a machine's greeting is (`machine_done`).
-    pub(super) fn after_turns_frame(&mut self, greet: Option<GreetNow>, machine_done: bool) {
-        // Each happens once a call, so reading the clock here costs nothing.
+    pub(super) fn after_turns_frame(
+        &mut self,
+        greet: Option<GreetNow>,
+        machine_done: bool,
+        now: Instant,
+    ) {
         if let Some(when) = greet {
-            self.greet(when, Instant::now());
+            self.greet(when, now);
         }
         if machine_done {
-            self.leave_message_when_due(Instant::now());
+            self.leave_message_when_due(now);
         }
     }
 
@@ -251,6 +254,7 @@ impl CallMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::machine::idle::is_sound;
 
     fn speech() -> Vec<u8> {
         (0..160)
@@ -263,7 +267,9 @@ mod tests {
     }
 
     fn frames(greeting: &mut Greeting, frame: &[u8], n: u16) -> Option<GreetNow> {
-        (0..n).filter_map(|_| greeting.caller_frame(frame)).last()
+        (0..n)
+            .filter_map(|_| greeting.caller_frame(is_sound(frame)))
+            .last()
     }
 
     #[test]
@@ -294,7 +300,10 @@ mod tests {
             None,
             "a pause shorter than 500 ms is not the end of the hello"
         );
-        assert_eq!(greeting.caller_frame(&quiet()), Some(GreetNow::AfterCallee));
+        assert_eq!(
+            greeting.caller_frame(is_sound(&quiet())),
+            Some(GreetNow::AfterCallee)
+        );
     }
 
     #[test]

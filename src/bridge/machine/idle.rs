@@ -99,9 +99,10 @@ impl Idle {
         }
     }
 
-    /// One frame of caller μ-law.
-    pub fn caller_frame(&mut self, mulaw: &[u8]) {
-        if self.limits.is_some() && is_sound(mulaw) {
+    /// One frame of caller audio; `sound` is [`is_sound`] of it, worked out once per frame
+    /// by the machine for every sub-machine that listens.
+    pub fn caller_frame(&mut self, sound: bool) {
+        if self.limits.is_some() && sound {
             self.loud_frames = self.loud_frames.saturating_add(1);
         }
     }
@@ -304,7 +305,7 @@ mod tests {
             .collect();
         for s in 1..=9 {
             for _ in 0..50 {
-                idle.caller_frame(&hiss);
+                idle.caller_frame(is_sound(&hiss));
             }
             assert_eq!(
                 idle.check(start + Duration::from_secs(s), false, true, &mut timers),
@@ -314,7 +315,7 @@ mod tests {
         // Just after 9 s the caller speaks, which the check at 10 s notices: the nudge moves
         // from 10 s to 20 s.
         for _ in 0..SOUND_FRAMES {
-            idle.caller_frame(&speech);
+            idle.caller_frame(is_sound(&speech));
         }
         let actions = run(&mut idle, &mut timers, start + Duration::from_secs(9), 12);
         assert_eq!(actions, [(11, IdleAction::Nudge)], "nudged at 10 + 10 s");

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::idle::{Idle, is_sound};
+use super::idle::Idle;
 use super::timers::{Timer, Timers};
 use super::{AfterPlayout, CallMachine, Phase, Speaker};
 
@@ -89,12 +89,13 @@ impl Voicemail {
         true
     }
 
-    /// One caller frame; true when it ends the machine's greeting.
-    pub fn caller_frame(&mut self, mulaw: &[u8]) -> bool {
+    /// One caller frame (`sound`: whether it is louder than a quiet line); true when it
+    /// ends the machine's greeting.
+    pub fn caller_frame(&mut self, sound: bool) -> bool {
         if self.stage != Stage::AwaitingGreetingEnd {
             return false;
         }
-        if is_sound(mulaw) {
+        if sound {
             self.quiet_run = 0;
             return false;
         }
@@ -242,6 +243,7 @@ impl CallMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::machine::idle::is_sound;
 
     #[test]
     fn a_machine_greeting_ends_after_a_long_quiet_not_a_short_pause() {
@@ -254,13 +256,16 @@ mod tests {
             .map(|i| if i % 2 == 0 { 0x90 } else { 0x10 })
             .collect();
         let quiet = [0xFF; 160];
-        assert!(!voicemail.caller_frame(&loud));
+        assert!(!voicemail.caller_frame(is_sound(&loud)));
         for _ in 0..30 {
-            assert!(!voicemail.caller_frame(&quiet), "a pause between sentences");
+            assert!(
+                !voicemail.caller_frame(is_sound(&quiet)),
+                "a pause between sentences"
+            );
         }
-        assert!(!voicemail.caller_frame(&loud), "the beep");
+        assert!(!voicemail.caller_frame(is_sound(&loud)), "the beep");
         let ended = (0..GREETING_END_QUIET_FRAMES)
-            .map(|_| voicemail.caller_frame(&quiet))
+            .map(|_| voicemail.caller_frame(is_sound(&quiet)))
             .collect::<Vec<_>>();
         assert_eq!(ended.iter().filter(|e| **e).count(), 1);
         assert_eq!(ended.last(), Some(&true));
