@@ -373,7 +373,10 @@ async fn the_timeline_keeps_at_most_its_cap_and_counts_the_rest() {
     let mut gemini = FakeGemini::start(Behaviour::Normal).await;
     let server = TestServer::with_providers(&rest.url(), &gemini.url(), &[]).await;
     let (mut caller, record) = start_call(&server, Provider::Plivo, "plivo-cap").await;
-    let _session = gemini.next_session(WAIT).await;
+    let mut session = gemini.next_session(WAIT).await;
+    // The session was opened at the answer webhook; once it gets its greeting cue the call
+    // has taken it (setup complete is on the timeline) and the presses come after.
+    session.recv(WAIT).await.expect("the greeting cue");
     let presses = 600;
     for _ in 0..presses {
         press(&mut caller, '1').await;
