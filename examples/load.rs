@@ -574,6 +574,31 @@ struct ServerEvent<'a> {
     stream_sid: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     media: Option<ServerMedia<'a>>,
+    /// Twilio `mark.name`.
+    #[serde(default, borrow)]
+    mark: Option<ServerMark<'a>>,
+    /// Plivo `checkpoint` name.
+    #[serde(default, borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ServerMark<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+}
+
+/// What the provider sends back once the audio before mark `name` has played: at once
+/// here, as audio arrives in real time and the provider holds next to nothing.
+fn mark_played_message(provider: Provider, id: usize, seq: u64, name: &str) -> String {
+    match provider {
+        Provider::Twilio => format!(
+            r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"MZload{id:028}","mark":{{"name":"{name}"}}}}"#
+        ),
+        Provider::Plivo => format!(
+            r#"{{"event":"playedStream","sequenceNumber":{seq},"streamId":"11111111-0000-4000-8000-{id:012}","name":"{name}"}}"#
+        ),
+    }
 }
 
 #[derive(Deserialize)]
@@ -594,6 +619,8 @@ struct CallResult {
     frames_received: u64,
     bad_frames: u64,
     other_messages: u64,
+    /// Marks and checkpoints acknowledged.
+    marks_echoed: u64,
     late_sends: u64,
     max_send_lag_us: u64,
     late_echoes: u64,
@@ -873,7 +900,18 @@ async fn run_caller(
                     Provider::Plivo => "playAudio",
                 };
                 if event.event != media_event {
-                    result.other_messages += 1;
+                    let mark = event.mark.as_ref().map(|m| &m.name).or(event.name.as_ref());
+                    if let Some(name) = mark.filter(|_| matches!(&*event.event, "mark" | "checkpoint")) {
+                        seq += 1;
+                        let echo = mark_played_message(provider, id, seq, name);
+                        if let Err(e) = tx.send(Message::text(echo)).await {
+                            result.failure = Some(format!("send mark echo: {e}"));
+                            break;
+                        }
+                        result.marks_echoed += 1;
+                    } else {
+                        result.other_messages += 1;
+                    }
                     continue;
                 }
                 let Some(media) = event.media else { result.bad_frames += 1; continue; };
@@ -1407,6 +1445,7 @@ async fn run(args: Args) -> Result<bool, String> {
         .sum::<u64>();
     let bad = sum(|r| r.bad_frames);
     let other = sum(|r| r.other_messages);
+    let marks_echoed = sum(|r| r.marks_echoed);
     let late_sends = sum(|r| r.late_sends);
     let late_echoes = sum(|r| r.late_echoes);
     let max_send_lag_ms =
@@ -1471,7 +1510,7 @@ async fn run(args: Args) -> Result<bool, String> {
         println!("                 failure: {f}");
     }
     println!(
-        "  frames         sent {frames_sent}  received {frames_received}  missing {missing}  not 160 B {bad}  other msgs {other}"
+        "  frames         sent {frames_sent}  received {frames_received}  missing {missing}  not 160 B {bad}  marks echoed {marks_echoed}  other msgs {other}"
     );
     println!(
         "  late           sends >{} ms after slot {late_sends} (max lag {max_send_lag_ms:.2} ms)  echoes >{} ms {late_echoes}",

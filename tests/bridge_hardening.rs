@@ -57,7 +57,9 @@ fn flood_model_audio(session: &GeminiSession, seconds: usize) {
 #[tokio::test]
 async fn a_phone_that_stops_reading_ends_its_call_at_the_write_deadline() {
     let mut gemini = FakeGemini::start(Behaviour::Normal).await;
-    let server = server(&gemini, &[]).await;
+    // Unpaced, so the flood reaches the socket at once: paced audio (10 KB/s) would take
+    // minutes to fill the kernel's buffers.
+    let server = server(&gemini, &[("PLAYOUT_LEAD_MS", "0")]).await;
     let call_id = "CA0000000000000000000000000000aaaa";
     let params = server
         .answer(

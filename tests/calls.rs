@@ -12,6 +12,8 @@ use support::{Caller, PROVIDERS, TEST_API_KEY, TestServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(300);
+/// The fallback message is 4.6 s, played in real time.
+const FALLBACK_WAIT: Duration = Duration::from_secs(10);
 
 /// A server wired to a fresh fake Gemini, a started call of `provider`, and its session.
 async fn live_call(
@@ -199,7 +201,7 @@ async fn greeting_arrives_as_exact_provider_frames() {
             more.summary()
         );
         assert_eq!(
-            more.marks(),
+            more.turn_marks(),
             vec!["turn-1".to_string()],
             "a mark closes the turn"
         );
@@ -322,9 +324,10 @@ async fn gemini_refusing_plays_the_fallback_and_ends_the_call_cleanly() {
             let server = TestServer::with_gemini(&gemini.url()).await;
             let mut caller = Caller::start(&server, provider, "refused").await;
             // NeverCompleteSetup waits out the 2 s test setup timeout. The caller hears the
-            // fallback message rather than silence, and the call ends once it has played.
+            // fallback message (4.6 s, played in real time) rather than silence, and the call
+            // ends once it has played.
             let heard = caller
-                .recv_until(WAIT, |r| r.marks().contains(&"playout".to_owned()))
+                .recv_until(FALLBACK_WAIT, |r| r.marks().contains(&"playout".to_owned()))
                 .await
                 .expect("the fallback message");
             assert!(heard.media_count() > 100, "{provider:?} {behaviour:?}");
@@ -355,7 +358,7 @@ async fn gemini_dropping_mid_call_plays_the_fallback_and_ends_the_call_cleanly()
                 );
             }
             let heard = caller
-                .recv_until(WAIT, |r| r.marks().contains(&"playout".to_owned()))
+                .recv_until(FALLBACK_WAIT, |r| r.marks().contains(&"playout".to_owned()))
                 .await
                 .expect("the fallback message");
             assert!(heard.media_count() > 100, "{provider:?} abrupt={abrupt}");

@@ -5,6 +5,8 @@
 mod gemini;
 #[path = "support/phone.rs"]
 mod phone;
+#[path = "support/playback.rs"]
+mod playback;
 
 use std::time::Duration;
 
@@ -1519,4 +1521,49 @@ async fn fake_gemini_as_vertex_checks_the_bearer_token_path_and_model() {
         vertex_connect(&fake.vertex_url(), "ya29.live").await.err(),
         Some(401)
     );
+}
+
+/// The fake phone's playout: frames play back to back from their arrival, marks fall due when
+/// the audio before them has played, and a clear drops what has not (Twilio echoing the
+/// pending marks, Plivo not).
+#[test]
+fn playback_plays_in_real_time_and_a_clear_drops_the_rest() {
+    use playback::{FRAME, Playback};
+    use tokio::time::Instant;
+
+    for provider in [phone::Provider::Twilio, phone::Provider::Plivo] {
+        let t0 = Instant::now();
+        let mut played = Playback::new(provider);
+        for _ in 0..10 {
+            played.media(t0);
+        }
+        played.mark("m1".into(), t0);
+        assert_eq!(played.max_held, FRAME * 10);
+        assert_eq!(played.next_mark_due(), Some(t0 + FRAME * 10));
+        assert!(played.marks_due(t0 + FRAME * 9).is_empty());
+        assert_eq!(played.marks_due(t0 + FRAME * 10), ["m1"]);
+        // A late frame after a gap starts playing when it arrives.
+        let late = t0 + FRAME * 15;
+        played.media(late);
+        assert_eq!(played.held_at(late), FRAME);
+        assert_eq!(played.heard_until(late + FRAME * 5), FRAME * 11);
+        // Five more, then a clear two frames in: three frames never play.
+        for _ in 0..5 {
+            played.media(late + FRAME);
+        }
+        played.mark("m2".into(), late + FRAME);
+        let clear_at = late + FRAME * 3;
+        let echoed = played.clear(clear_at);
+        assert_eq!(
+            played.heard_between(clear_at, clear_at + FRAME * 10),
+            Duration::ZERO
+        );
+        assert_eq!(played.heard_until(clear_at + FRAME * 10), FRAME * 13);
+        let expected: &[&str] = match provider {
+            phone::Provider::Twilio => &["m2"],
+            phone::Provider::Plivo => &[],
+        };
+        assert_eq!(echoed, expected);
+        assert_eq!(played.next_mark_due(), None);
+    }
 }

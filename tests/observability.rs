@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use support::gemini::{Behaviour, FakeGemini, GeminiSession};
 use support::phone::{Provider, mulaw_encode, pcm_tone_24k};
 use support::rest::FakeRest;
-use support::{API_TOKEN, Caller, PROVIDERS, TestServer};
+use support::{Caller, PROVIDERS, TestServer};
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -114,15 +114,7 @@ fn greet(session: &GeminiSession) {
 async fn ended_record(server: &TestServer, id: &str) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let record: Value = reqwest::Client::new()
-            .get(server.http(&format!("/calls/{id}")))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .expect("GET /calls/{id}")
-            .json()
-            .await
-            .expect("a JSON record");
+        let record: Value = server.record(id).await;
         if !record["latency"].is_null() {
             return record;
         }

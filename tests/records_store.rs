@@ -122,6 +122,7 @@ on_both_backends!(
     status_history_keeps_order_and_final_status,
     fail_and_finish,
     transcript_keeps_order,
+    an_interrupted_line_is_marked,
     concurrent_appends_all_land_in_order,
     tool_events_round_trip,
     list_filters_newest_first,
@@ -380,6 +381,42 @@ async fn fail_and_finish(url: String) {
     assert_eq!(record.end_reason.as_deref(), Some("NORMAL_CLEARING"));
     assert_eq!(record.duration_seconds, Some(7));
     assert_eq!(record.answered_by.as_deref(), Some("machine_end_beep"));
+    store.close().await;
+}
+
+async fn an_interrupted_line_is_marked(url: String) {
+    let store = open(&url).await;
+    let id = store.create(new_call(None)).await.expect("create").id;
+    store
+        .append_transcript(&id, "caller", "what time do you open")
+        .await
+        .expect("append");
+    store
+        .append_interrupted_transcript(&id, "agent", "We open at nine, and on")
+        .await
+        .expect("append interrupted");
+    store
+        .append_transcript(&id, "caller", "thanks")
+        .await
+        .expect("append");
+    let record = get(&store, &id).await;
+    let flags: Vec<(&str, bool)> = record
+        .transcript
+        .iter()
+        .map(|line| (line.text.as_str(), line.interrupted))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("what time do you open", false),
+            ("We open at nine, and on", true),
+            ("thanks", false)
+        ]
+    );
+    // In JSON the flag shows only where it is true.
+    let json = serde_json::to_value(&record).expect("json");
+    assert_eq!(json["transcript"][1]["interrupted"], true);
+    assert!(json["transcript"][0].get("interrupted").is_none());
     store.close().await;
 }
 

@@ -111,15 +111,7 @@ impl World {
     async fn record_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let record: Value = reqwest::Client::new()
-                .get(self.server.http(&format!("/calls/{id}")))
-                .bearer_auth(API_TOKEN)
-                .send()
-                .await
-                .expect("GET /calls/{id}")
-                .json()
-                .await
-                .expect("record JSON");
+            let record: Value = self.server.record(id).await;
             if done(&record) || tokio::time::Instant::now() >= deadline {
                 return record;
             }

@@ -46,24 +46,11 @@ async fn place_call(server: &TestServer) -> (String, String) {
     (id, url)
 }
 
-/// `GET /calls/{id}` as JSON.
-async fn record(server: &TestServer, id: &str) -> Value {
-    reqwest::Client::new()
-        .get(server.http(&format!("/calls/{id}")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .expect("GET /calls/{id}")
-        .json()
-        .await
-        .expect("record JSON")
-}
-
 /// Polls the record until `done` holds for it; the last record read on time-out.
 async fn wait_record(server: &TestServer, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let record = record(server, id).await;
+        let record = server.record(id).await;
         if done(&record) || Instant::now() >= deadline {
             return record;
         }
@@ -273,7 +260,7 @@ async fn placing_a_browser_call_needs_the_token_and_makes_an_inbound_web_record(
         stream_url.starts_with("/web/stream?token=") && stream_url.contains(&id),
         "{stream_url}"
     );
-    let record = record(&server, &id).await;
+    let record = server.record(&id).await;
     assert_eq!(record["provider"], "web");
     assert_eq!(record["direction"], "inbound");
     assert_eq!(record["from"], "web");
@@ -303,13 +290,13 @@ async fn the_session_gets_the_inbound_prompt_and_greets_in_exact_frames() {
     let received = browser.recv_audio(50).await;
     let more = browser.collect_for(QUIET).await;
     assert!(more.media_count() <= 1, "{}", more.summary());
-    assert_eq!(more.marks(), ["turn-1"], "a mark closes the turn");
+    assert_eq!(more.turn_marks(), ["turn-1"], "a mark closes the turn");
     let level = tone_amplitude(&mulaw_decode(&received.audio())[400..], 8_000, 440.0);
     assert!(
         (7_000.0..9_000.0).contains(&level),
         "440 Hz came out at {level}"
     );
-    let record = record(&server, &id).await;
+    let record = server.record(&id).await;
     assert_eq!(record["status"], "in-progress");
     server.stop().await;
 }

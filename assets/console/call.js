@@ -80,16 +80,12 @@ function section(name, content) {
 
 function transcript(record) {
   if (!record.transcript.length) return h('p', { class: 'hint' }, 'Nothing was said yet.');
-  const interruptions = (record.events ?? []).filter((event) => event.kind === 'interrupted').map((event) => new Date(event.at));
-  // An agent line is interrupted when the caller barged in after it began and before the next line.
-  const lines = record.transcript;
-  const interrupted = lines.map((line, i) => line.who === 'agent' && interruptions.some((at) =>
-    at >= new Date(line.at) && (i + 1 === lines.length || at <= new Date(lines[i + 1].at))));
-  return h('ol', { class: 'transcript' }, lines.map((line, i) => h('li', { class: `who-${line.who}` },
+  // The server marks an agent line the caller talked over, and cuts it to what they heard.
+  return h('ol', { class: 'transcript' }, record.transcript.map((line) => h('li', { class: `who-${line.who}` },
     h('span', { class: 'speaker' }, line.who),
     h('time', { datetime: line.at, title: when(line.at) }, offset(record.created_at, line.at)),
     h('span', { class: 'text' }, line.text),
-    interrupted[i] ? h('span', { class: 'badge bad', title: 'The caller talked over the agent here' }, 'interrupted') : null)));
+    line.interrupted ? h('span', { class: 'badge bad', title: 'The caller talked over the agent here; the line ends where they stopped hearing it' }, 'interrupted') : null)));
 }
 
 function tools(record) {

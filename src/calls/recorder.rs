@@ -17,6 +17,7 @@ enum Update {
         id: String,
         who: &'static str,
         text: String,
+        interrupted: bool,
     },
     Tool {
         id: String,
@@ -58,8 +59,14 @@ impl Recorder {
             while let Some(update) = rx.recv().await {
                 let result = match &update {
                     Update::Flush(_) => Ok(()),
-                    Update::Transcript { id, who, text } => {
-                        store.append_transcript(id, who, text).await
+                    Update::Transcript {
+                        id,
+                        who,
+                        text,
+                        interrupted: false,
+                    } => store.append_transcript(id, who, text).await,
+                    Update::Transcript { id, who, text, .. } => {
+                        store.append_interrupted_transcript(id, who, text).await
                     }
                     Update::Tool { id, name, detail } => {
                         store.append_tool_event(id, name, detail).await
@@ -114,6 +121,17 @@ impl Recorder {
             id: id.to_owned(),
             who,
             text: text.to_owned(),
+            interrupted: false,
+        });
+    }
+
+    /// The line of an agent turn the caller talked over: `text` is the part they heard.
+    pub fn interrupted_transcript(&self, id: &str, who: &'static str, text: &str) {
+        self.send(Update::Transcript {
+            id: id.to_owned(),
+            who,
+            text: text.to_owned(),
+            interrupted: true,
         });
     }
 

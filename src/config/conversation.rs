@@ -1,5 +1,6 @@
 //! How calls converse: Gemini's turn detection, the expressive options of native-audio
-//! models, keypad digits, and what happens on a silent line.
+//! models, keypad digits, what happens on a silent line, and how far agent audio runs ahead
+//! of the caller.
 
 use std::time::Duration;
 
@@ -18,6 +19,13 @@ const DEFAULT_IDLE_NUDGE_SECS: u64 = 10;
 const DEFAULT_IDLE_HANGUP_SECS: u64 = 30;
 /// Longest timing a VAD variable takes: beyond this a caller would wait in silence.
 const MAX_VAD_MS: u64 = 10_000;
+/// Default for `PLAYOUT_LEAD_MS`: enough to ride out a late packet or a busy moment on the
+/// server, little enough that a barge-in drops a fifth of a second at most.
+const DEFAULT_PLAYOUT_LEAD_MS: u64 = 200;
+/// The shortest lead: below it one late wake-up empties the provider's buffer (a gap).
+const MIN_PLAYOUT_LEAD_MS: u64 = 100;
+/// The longest lead: beyond it a barge-in leaves the caller hearing the agent too long.
+const MAX_PLAYOUT_LEAD_MS: u64 = 2_000;
 
 /// Gemini's automatic turn detection (`setup.realtimeInputConfig.automaticActivityDetection`);
 /// only the fields set here are sent, the model's defaults stand for the rest.
@@ -117,6 +125,17 @@ pub struct IdleLimits {
     pub hang_up_after: Duration,
 }
 
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        Self {
+            live: LiveOptions::default(),
+            dtmf: DtmfMode::default(),
+            idle: IdleLimits::default(),
+            playout_lead: Some(Duration::from_millis(DEFAULT_PLAYOUT_LEAD_MS)),
+        }
+    }
+}
+
 impl Default for IdleLimits {
     fn default() -> Self {
         Self {
@@ -127,7 +146,7 @@ impl Default for IdleLimits {
 }
 
 /// How calls converse.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConversationConfig {
     /// Setup options for every Gemini session.
     pub live: LiveOptions,
@@ -135,6 +154,9 @@ pub struct ConversationConfig {
     pub dtmf: DtmfMode,
     /// Silent-line handling.
     pub idle: IdleLimits,
+    /// `PLAYOUT_LEAD_MS`: how far ahead of real time agent audio is sent to the provider;
+    /// `None` (set to 0) sends it as fast as the model produces it.
+    pub playout_lead: Option<Duration>,
 }
 
 /// Reads the conversation section. With an expressive option set it also checks that the
@@ -159,7 +181,26 @@ pub(super) fn read<F: Fn(&str) -> Option<String>>(
         live,
         dtmf: dtmf(vars)?,
         idle: idle(vars)?,
+        playout_lead: playout_lead(vars)?,
     })
+}
+
+fn playout_lead<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<Option<Duration>, ConfigError> {
+    const NAME: &str = "PLAYOUT_LEAD_MS";
+    match vars.number(NAME, DEFAULT_PLAYOUT_LEAD_MS)? {
+        0 => Ok(None),
+        ms if (MIN_PLAYOUT_LEAD_MS..=MAX_PLAYOUT_LEAD_MS).contains(&ms) => {
+            Ok(Some(Duration::from_millis(ms)))
+        }
+        ms => Err(ConfigError::new(
+            NAME,
+            format!(
+                "{ms} ms is outside {MIN_PLAYOUT_LEAD_MS}–{MAX_PLAYOUT_LEAD_MS}: below, the provider's buffer runs dry and the caller hears gaps; above, a caller who interrupts hears the agent go on too long. 200 suits most lines; 0 turns pacing off"
+            ),
+        )),
+    }
 }
 
 fn turn_detection<F: Fn(&str) -> Option<String>>(
@@ -387,6 +428,9 @@ mod tests {
                 "GEMINI_AFFECTIVE_DIALOG",
             ),
             (&[("DTMF", "tones")], "DTMF"),
+            (&[("PLAYOUT_LEAD_MS", "50")], "PLAYOUT_LEAD_MS"),
+            (&[("PLAYOUT_LEAD_MS", "5000")], "PLAYOUT_LEAD_MS"),
+            (&[("PLAYOUT_LEAD_MS", "fast")], "PLAYOUT_LEAD_MS"),
             (&[("IDLE_NUDGE_SECONDS", "0")], "IDLE_NUDGE_SECONDS"),
             (
                 &[("IDLE_NUDGE_SECONDS", "20"), ("IDLE_HANGUP_SECONDS", "20")],
@@ -396,6 +440,17 @@ mod tests {
         for (extra, var) in cases {
             assert_eq!(config(extra).unwrap_err().var, *var, "{extra:?}");
         }
+    }
+
+    #[test]
+    fn playout_lead_defaults_to_200_ms_and_0_turns_pacing_off() {
+        let lead = |extra: &[(&str, &str)]| config(extra).unwrap().conversation.playout_lead;
+        assert_eq!(lead(&[]), Some(Duration::from_millis(200)));
+        assert_eq!(
+            lead(&[("PLAYOUT_LEAD_MS", "120")]),
+            Some(Duration::from_millis(120))
+        );
+        assert_eq!(lead(&[("PLAYOUT_LEAD_MS", "0")]), None);
     }
 
     #[test]

@@ -154,6 +154,8 @@ await check('timeline, tool calls, latency chart and recording are drawn when th
     const record = await response.json();
     const t0 = record.created_at;
     const agentLine = record.transcript.find((line) => line.who === 'agent');
+    // The server's mark on a line the caller talked over (cut to what they heard).
+    agentLine.interrupted = true;
     record.events = [
       { at: later(t0, 5), kind: 'stream_start' },
       { at: later(t0, 180), kind: 'gemini_connected' },

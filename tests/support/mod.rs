@@ -7,6 +7,7 @@ pub mod answer_xml;
 pub mod gemini;
 pub mod google;
 pub mod phone;
+pub mod playback;
 pub mod rest;
 
 use std::net::SocketAddr;
@@ -209,6 +210,19 @@ impl TestServer {
         stream_params(&xml)
     }
 
+    /// `GET /calls/{id}` as JSON (with [`API_TOKEN`]).
+    pub async fn record(&self, id: &str) -> Value {
+        reqwest::Client::new()
+            .get(self.http(&format!("/calls/{id}")))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("GET /calls/{id}")
+            .json()
+            .await
+            .expect("record JSON")
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -228,6 +242,15 @@ pub enum Caller {
 
 /// Both providers, for tests that loop over them.
 pub const PROVIDERS: [phone::Provider; 2] = [phone::Provider::Twilio, phone::Provider::Plivo];
+
+/// The `record` stream parameter of an answer webhook's XML: the id of the call's record.
+pub fn record_param(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .find(|(k, _)| k == "record")
+        .map(|(_, v)| v.clone())
+        .expect("the answer XML names the call's record")
+}
 
 /// Route segment of a provider.
 pub fn route(provider: phone::Provider) -> &'static str {
@@ -366,6 +389,58 @@ impl Caller {
             Caller::Twilio(c) => c.ws.recv_until(timeout, done).await,
             Caller::Plivo(c) => c.ws.recv_until(timeout, done).await,
         }
+    }
+
+    /// The next message from the server, its shape checked; `None` on close or time-out.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<phone::Outbound> {
+        let ws = match self {
+            Caller::Twilio(c) => &mut c.ws,
+            Caller::Plivo(c) => &mut c.ws,
+        };
+        let message = ws.recv(timeout).await?;
+        Some(ws.classify(message))
+    }
+
+    /// True once the server closed the socket (or it broke).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Caller::Twilio(c) => c.ws.is_closed(),
+            Caller::Plivo(c) => c.ws.is_closed(),
+        }
+    }
+
+    /// Runs this phone for `window` as the provider would play it (`playback`): everything
+    /// the server sends is played in real time, and marks are acknowledged as their audio
+    /// finishes. Stops early when the server closes.
+    pub async fn play(&mut self, playback: &mut playback::Playback, window: Duration) {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            let now = tokio::time::Instant::now();
+            for name in playback.marks_due(now) {
+                self.ack_played(playback, name).await;
+            }
+            if now >= deadline {
+                return;
+            }
+            let wake = playback
+                .next_mark_due()
+                .map_or(deadline, |due| due.min(deadline));
+            match self.next_event(wake.saturating_duration_since(now)).await {
+                Some(event) => {
+                    let echoed = playback.take(event, tokio::time::Instant::now());
+                    for name in echoed {
+                        self.ack_played(playback, name).await;
+                    }
+                }
+                None if self.is_closed() => return,
+                None => {}
+            }
+        }
+    }
+
+    async fn ack_played(&mut self, playback: &mut playback::Playback, name: String) {
+        self.ack_mark(&name).await;
+        playback.marks_played.push(name);
     }
 
     /// Tells the server that playback reached mark (Twilio) / checkpoint (Plivo) `name`, as

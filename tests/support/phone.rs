@@ -103,6 +103,15 @@ impl Received {
             .collect()
     }
 
+    /// Mark / checkpoint names in order, without the position marks (`p` and a frame
+    /// count) that paced playout sends every 200 ms.
+    pub fn turn_marks(&self) -> Vec<String> {
+        self.marks()
+            .into_iter()
+            .filter(|name| !is_position_mark(name))
+            .collect()
+    }
+
     /// Messages that were neither media, clear nor mark.
     pub fn others(&self) -> Vec<Value> {
         self.events
@@ -132,6 +141,12 @@ impl Received {
     pub fn summary(&self) -> String {
         summarize(&self.events)
     }
+}
+
+/// True for the server's position marks: `p` followed by the frames sent so far.
+pub fn is_position_mark(name: &str) -> bool {
+    name.strip_prefix('p')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Compact description of an event list.

@@ -41,10 +41,11 @@ impl CallMachine {
         tracing::info!(keys = %group, "caller pressed keys");
         // Words the caller said before pressing come first in the transcript.
         self.transcript.flush(Speaker::Caller, &mut self.out);
-        self.out.push(Output::Transcript(
-            Speaker::Caller,
-            keypad::transcript_line(&group),
-        ));
+        self.out.push(Output::Transcript {
+            speaker: Speaker::Caller,
+            text: keypad::transcript_line(&group),
+            interrupted: false,
+        });
         if self.caller_route() == Route::Send {
             self.send_text_turn(&keypad::model_text(&group), now);
         } else {
@@ -70,7 +71,11 @@ impl CallMachine {
         let Some(limits) = self.idle.limits() else {
             return;
         };
-        match self.idle.check(now, agent_busy, can_act, &mut self.timers) {
+        let audible_until = self.playout.audible_until(now);
+        let checked = self
+            .idle
+            .check(now, agent_busy, audible_until, can_act, &mut self.timers);
+        match checked {
             None => {}
             Some(IdleAction::Nudge) => {
                 tracing::info!(
@@ -99,10 +104,9 @@ impl CallMachine {
         if self.phase != Phase::Live {
             return;
         }
-        self.playout.queue_mulaw(tones, &mut self.out);
-        // Tones are sound on the line: the silence watch counts them like agent audio
-        // (8 kHz μ-law is a sixth of the 24 kHz PCM bytes it measures in).
-        self.idle.agent_audio(now, tones.len() * 6);
+        // Tones are sound on the line: the silence watch sees them through the playout.
+        self.playout
+            .queue_mulaw(tones, now, &mut self.timers, &mut self.out);
     }
 
     /// A typed turn the model answers now, through its family's text path.

@@ -47,7 +47,7 @@ impl CallMachine {
         self.timeline.gemini_closed(code, &reason, now);
         if self.session.can_resume_after(code, &reason) {
             tracing::warn!(code, %reason, "Gemini connection lost; resuming the session");
-            self.resume(ResumeCause::ConnectionLost);
+            self.resume(ResumeCause::ConnectionLost, now);
             return;
         }
         self.fail_gemini(EndReason::GeminiClosed { code, reason }, now);
@@ -113,7 +113,7 @@ impl CallMachine {
             self.timers
                 .set(Timer::GoAway, now + left.saturating_sub(GO_AWAY_MARGIN));
             if !self.playout.speaking() {
-                self.resume(ResumeCause::GoAway);
+                self.resume(ResumeCause::GoAway, now);
             }
         }
     }
@@ -129,7 +129,7 @@ impl CallMachine {
                 "Gemini went quiet; resuming the session"
             );
             self.session.stall_resumed = true;
-            self.resume(ResumeCause::Stalled);
+            self.resume(ResumeCause::Stalled, now);
             return;
         }
         tracing::warn!("Gemini went quiet and cannot be resumed");
@@ -156,10 +156,13 @@ impl CallMachine {
                     // The agent starts answering: the caller's line is complete.
                     self.transcript.flush(Speaker::Caller, &mut self.out);
                 }
-                match self.playout.push_audio(&blob.data, &mut self.out) {
+                let pushed =
+                    self.playout
+                        .push_audio(&blob.data, now, &mut self.timers, &mut self.out);
+                match pushed {
                     Ok(()) => {
                         self.model_answered();
-                        self.idle.agent_audio(now, blob.data.len() * 3 / 4);
+                        self.idle.agent_spoke();
                         if turn_starts {
                             self.timeline.agent_turn_started(now);
                         }
@@ -182,9 +185,10 @@ impl CallMachine {
             self.transcript.push(Speaker::Agent, &t.text);
         }
         if content.interrupted {
+            let heard = self.playout.heard_share_of_turn(now);
             self.timeline.interrupted(now);
-            self.playout.interrupt(&mut self.out);
-            self.transcript.flush(Speaker::Agent, &mut self.out);
+            self.playout.interrupt(now, &mut self.timers, &mut self.out);
+            self.transcript.flush_interrupted(heard, &mut self.out);
             self.voicemail_turn_ended(false, now);
         }
         if content.turn_complete {
@@ -192,14 +196,15 @@ impl CallMachine {
                 tracing::debug!(reason, "model turn complete");
             }
             self.model_answered();
-            self.playout.finish_turn(&mut self.out);
+            self.playout
+                .finish_turn(now, &mut self.timers, &mut self.out);
             self.transcript.flush_both(&mut self.out);
             if self.idle.goodbye_spoken() {
                 self.handle_after_playout(AfterPlayout::IdleHangUp, now);
             }
             self.voicemail_turn_ended(true, now);
             if self.session.resume_wanted {
-                self.resume(ResumeCause::GoAway);
+                self.resume(ResumeCause::GoAway, now);
             }
         }
     }
@@ -215,14 +220,14 @@ impl CallMachine {
             .set(Timer::Stall, now + self.session.stall_timeout);
     }
 
-    /// Closes the live session and opens it again with the latest handle.
-    pub(super) fn resume(&mut self, cause: ResumeCause) {
+    /// Closes the live session at `now` and opens it again with the latest handle.
+    pub(super) fn resume(&mut self, cause: ResumeCause, now: Instant) {
         if self.phase != Phase::Live {
             return;
         }
         self.session.resumptions.count(cause);
         self.timeline.resuming(cause);
-        self.playout.cut(&mut self.out);
+        self.playout.cut(now, &mut self.timers, &mut self.out);
         self.timers.clear(Timer::GoAway);
         self.timers.clear(Timer::Stall);
         self.out.push(Output::CloseGemini);
@@ -262,11 +267,13 @@ impl CallMachine {
         }
         self.out.push(Output::CloseGemini);
         self.playout.cancel_after(&mut self.timers);
-        self.playout.play_clip(&clip, &mut self.out);
+        self.playout
+            .play_clip(&clip, now, &mut self.timers, &mut self.out);
         let plays_for = Duration::from_secs_f64(clip.len() as f64 / 8_000.0);
         self.playout.after(
             AfterPlayout::Fallback { cause: reason },
             now + plays_for + margin,
+            now,
             &mut self.timers,
             &mut self.out,
         );

@@ -5,8 +5,8 @@
 //!
 //! The caller's side is a deliberately tiny energy check on their frames (plus keypresses
 //! and Gemini's transcript of their speech): it only has to tell "someone is there" from a
-//! dead or muted line. The agent's side is the length of the audio it sent, so a long answer
-//! that is still playing at the provider is not taken for silence.
+//! dead or muted line. The agent's side is the playout's own account of when its audio will
+//! have played, so a long answer still playing to the caller is not taken for silence.
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,6 @@ const GOODBYE_WAIT: Duration = Duration::from_secs(8);
 /// The line is checked this often at most (and at least once a second).
 const MIN_CHECK: Duration = Duration::from_millis(100);
 const MAX_CHECK: Duration = Duration::from_secs(1);
-/// 24 kHz PCM16 bytes per second, for the length of the agent's audio.
-const AGENT_BYTES_PER_SECOND: f64 = 48_000.0;
 
 /// What the call should do about the silence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +57,6 @@ pub struct Idle {
     stage: Stage,
     /// Since when nobody made a sound (may lie ahead, while the agent's audio plays).
     quiet_since: Option<Instant>,
-    /// When the agent's audio sent so far will have finished playing.
-    agent_audio_until: Option<Instant>,
     /// Loud caller frames since the last check.
     loud_frames: u8,
     /// The caller pressed a key or was transcribed since the last check.
@@ -80,7 +76,6 @@ impl Idle {
             limits,
             stage: Stage::Listening,
             quiet_since: None,
-            agent_audio_until: None,
             loud_frames: 0,
             caller_heard: false,
         }
@@ -112,11 +107,8 @@ impl Idle {
         self.caller_heard = true;
     }
 
-    /// `bytes` of 24 kHz agent audio (or the like) went to the phone at `now`.
-    pub fn agent_audio(&mut self, now: Instant, bytes: usize) {
-        let length = Duration::from_secs_f64(bytes as f64 / AGENT_BYTES_PER_SECOND);
-        let from = self.agent_audio_until.map_or(now, |until| until.max(now));
-        self.agent_audio_until = Some(from + length);
+    /// The model sent audio (the goodbye, if one was asked for, is being said).
+    pub fn agent_spoke(&mut self) {
         if let Stage::GoodbyeAsked { asked_at, .. } = self.stage {
             self.stage = Stage::GoodbyeAsked {
                 asked_at,
@@ -136,11 +128,14 @@ impl Idle {
     }
 
     /// The periodic check at `now`. `agent_busy`: the agent is talking or waiting on a
-    /// tool, `can_act`: the model can take text now (it is not, e.g., reconnecting).
+    /// tool; `agent_audible_until`: when the caller will have heard the agent's audio (if
+    /// still playing); `can_act`: the model can take text now (it is not, e.g.,
+    /// reconnecting).
     pub fn check(
         &mut self,
         now: Instant,
         agent_busy: bool,
+        agent_audible_until: Option<Instant>,
         can_act: bool,
         timers: &mut Timers,
     ) -> Option<IdleAction> {
@@ -152,7 +147,7 @@ impl Idle {
         let caller_present =
             std::mem::take(&mut self.caller_heard) || self.loud_frames >= SOUND_FRAMES;
         self.loud_frames = 0;
-        let agent_playing = self.agent_audio_until.is_some_and(|until| until > now);
+        let agent_playing = agent_audible_until.is_some_and(|until| until > now);
         match self.stage {
             Stage::GoodbyeAsked { asked_at, spoke } => (!spoke && now >= asked_at + GOODBYE_WAIT)
                 .then(|| {
@@ -172,7 +167,7 @@ impl Idle {
                 IdleAction::Goodbye
             }),
             Stage::Listening if agent_busy || agent_playing => {
-                let until = self.agent_audio_until.unwrap_or(now).max(now);
+                let until = agent_audible_until.unwrap_or(now).max(now);
                 self.quiet_since = Some(until);
                 None
             }
@@ -249,7 +244,7 @@ mod tests {
         (1..=seconds)
             .filter_map(|s| {
                 let now = from + Duration::from_secs(s);
-                idle.check(now, false, true, timers).map(|a| (s, a))
+                idle.check(now, false, None, true, timers).map(|a| (s, a))
             })
             .collect()
     }
@@ -283,7 +278,7 @@ mod tests {
         idle.start(start, &mut timers);
         run(&mut idle, &mut timers, start, 30);
         assert!(!idle.goodbye_spoken(), "no goodbye audio yet");
-        idle.agent_audio(start + Duration::from_secs(31), 48_000);
+        idle.agent_spoke();
         assert!(idle.goodbye_spoken());
         assert_eq!(
             run(&mut idle, &mut timers, start + Duration::from_secs(31), 20),
@@ -308,7 +303,13 @@ mod tests {
                 idle.caller_frame(is_sound(&hiss));
             }
             assert_eq!(
-                idle.check(start + Duration::from_secs(s), false, true, &mut timers),
+                idle.check(
+                    start + Duration::from_secs(s),
+                    false,
+                    None,
+                    true,
+                    &mut timers
+                ),
                 None
             );
         }
@@ -327,9 +328,16 @@ mod tests {
         let mut timers = Timers::default();
         let mut idle = Idle::new(Some(limits()));
         idle.start(start, &mut timers);
-        // At 2 s the agent sends 6 s of audio at once: it plays until 8 s.
-        idle.agent_audio(start + Duration::from_secs(2), 6 * 48_000);
-        let actions = run(&mut idle, &mut timers, start, 20);
+        // From 2 s the agent says something that plays until 8 s.
+        let plays_until = start + Duration::from_secs(8);
+        let actions: Vec<(u64, IdleAction)> = (1..=20)
+            .filter_map(|s| {
+                let now = start + Duration::from_secs(s);
+                let audible = (s >= 2).then_some(plays_until).filter(|&u| u > now);
+                idle.check(now, false, audible, true, &mut timers)
+                    .map(|a| (s, a))
+            })
+            .collect();
         assert_eq!(actions, [(18, IdleAction::Nudge)]);
     }
 

@@ -18,6 +18,7 @@ mod greeting;
 mod idle;
 mod keypad;
 mod outbox;
+mod pacer;
 mod playout;
 mod session;
 mod tap;
@@ -155,6 +156,12 @@ impl CallMachine {
         self.out.tap = Some(tap);
     }
 
+    /// Sends agent audio to the provider at most `lead` ahead of real time (`None`: as
+    /// soon as the model produces it).
+    pub fn set_playout_lead(&mut self, lead: Option<Duration>) {
+        self.playout.set_lead(lead);
+    }
+
     /// How long the model may stay silent when it owes the caller an answer.
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
         self.session.stall_timeout = timeout;
@@ -175,7 +182,7 @@ impl CallMachine {
         self.phase == Phase::Ended
     }
 
-    /// True while the agent's audio is being sent and has not finished or been cut off.
+    /// True while the model is producing a turn that has not finished or been cut off.
     pub fn agent_speaking(&self) -> bool {
         self.playout.speaking()
     }
@@ -227,8 +234,8 @@ impl CallMachine {
                 // One level check serves every sub-machine that listens for the caller.
                 let sound = idle::is_sound(mulaw);
                 self.idle.caller_frame(sound);
-                self.timeline
-                    .caller_audio(mulaw, now, self.playout.speaking());
+                let over_the_agent = self.playout.audible(now);
+                self.timeline.caller_audio(mulaw, now, over_the_agent);
                 let greet = self.greeting.caller_frame(sound);
                 let machine_done = self.voicemail.caller_frame(sound);
                 if let Some(message) = self.caller.accept(mulaw, route) {
@@ -237,6 +244,8 @@ impl CallMachine {
                     self.play_echo();
                 }
                 self.after_turns_frame(greet, machine_done, now);
+                self.playout
+                    .caller_frame(now, &mut self.timers, &mut self.out);
             }
             PhoneEvent::Started(start) => self.on_started(start, now),
             PhoneEvent::Dtmf(digit) => {
@@ -245,7 +254,10 @@ impl CallMachine {
             }
             PhoneEvent::MarkPlayed(name) => {
                 tracing::debug!(%name, "playback reached mark");
-                if let Some(action) = self.playout.mark_played(&name, &mut self.timers) {
+                let action = self
+                    .playout
+                    .mark_played(&name, now, &mut self.timers, &mut self.out);
+                if let Some(action) = action {
                     self.out.push(Output::PlayedOut(action));
                 }
             }
@@ -312,6 +324,7 @@ impl CallMachine {
         self.playout.after(
             action,
             now + PLAYOUT_TIMEOUT,
+            now,
             &mut self.timers,
             &mut self.out,
         );
@@ -371,7 +384,7 @@ impl CallMachine {
             }
             Timer::GoAway => {
                 if self.session.resume_wanted {
-                    self.resume(ResumeCause::GoAway);
+                    self.resume(ResumeCause::GoAway, now);
                 }
             }
             Timer::ResumeRetry => {
@@ -384,6 +397,7 @@ impl CallMachine {
             Timer::Idle => self.on_idle_check(now),
             Timer::Greeting => self.on_greeting_timer(now),
             Timer::Voicemail => self.on_voicemail_timer(now),
+            Timer::Pace => self.playout.pace(now, &mut self.timers, &mut self.out),
             Timer::Playout => {
                 tracing::warn!("no playback acknowledgement in time; going ahead");
                 if let Some(action) = self.playout.timed_out(&mut self.timers) {

@@ -1,11 +1,13 @@
-//! The agent's audio on its way down: 24 kHz PCM to 20 ms μ-law frames, turn marks,
-//! barge-in, and actions (hang-up, transfer) that wait until the last words have played.
+//! The agent's audio on its way down: 24 kHz PCM to 20 ms μ-law frames, paced to the
+//! provider through the [`Pacer`], turn marks, barge-in, how much of a turn the caller heard,
+//! and actions (hang-up, transfer) that wait until the last words have played.
 
 use std::time::{Duration, Instant};
 
 use crate::audio::PHONE_FRAME_BYTES;
 
 use super::outbox::Outbox;
+use super::pacer::{self, Pacer, QueuedMark};
 use super::timers::{Timer, Timers};
 use super::types::AfterPlayout;
 use crate::audio::Downlink;
@@ -19,38 +21,67 @@ pub const PLAYOUT_TIMEOUT: Duration = Duration::from_secs(15);
 const MULAW_SILENCE: u8 = 0xFF;
 /// Name of the mark that tells us the agent's last words have played.
 const PLAYOUT_MARK: &str = "playout";
+/// The pacing timer fires this long after a top-up is due: a caller frame (one every 20 ms)
+/// usually does the top-up first, so the task is not woken just for it.
+const PACE_TIMER_SLACK: Duration = Duration::from_millis(20);
 
 /// The agent's side of the audio path.
 #[derive(Default)]
 pub struct Playout {
     downlink: Downlink,
+    pacer: Pacer,
     /// Reused so the per-frame path does not allocate.
     pcm24k: Vec<u8>,
     speaking: bool,
+    /// Where (in frames over the call) the current turn's audio began.
+    turn_began_at: Option<u64>,
     after: Option<AfterPlayout>,
-    mark_sent: bool,
+    /// The playout mark for `after` is queued or sent.
+    mark_queued: bool,
     turns: u32,
     /// Some model audio has arrived in this call.
     has_spoken: bool,
 }
 
 impl Playout {
-    /// True while the agent's audio is being sent and has not finished or been cut off.
+    /// Audio is sent at most `lead` ahead of real time (`None`: as soon as it is produced).
+    pub fn set_lead(&mut self, lead: Option<Duration>) {
+        self.pacer = Pacer::new(lead);
+    }
+
+    /// True while the model is producing a turn (its audio may play on for a while after).
     pub fn speaking(&self) -> bool {
         self.speaking
     }
 
-    /// Decodes one base64 chunk of model audio and queues the whole frames it completes.
+    /// True while the caller is hearing, or is about to hear, the agent at `now`.
+    pub fn audible(&self, now: Instant) -> bool {
+        self.speaking || self.pacer.audible_until(now).is_some()
+    }
+
+    /// When the caller will have heard all the agent audio sent or waiting, if after `now`.
+    pub fn audible_until(&self, now: Instant) -> Option<Instant> {
+        self.pacer.audible_until(now)
+    }
+
+    /// Decodes one base64 chunk of model audio at `now` and queues the whole frames it
+    /// completes.
     pub fn push_audio(
         &mut self,
         base64: &str,
+        now: Instant,
+        timers: &mut Timers,
         out: &mut Outbox,
     ) -> Result<(), base64::DecodeError> {
         protocol::decode_audio(base64, &mut self.pcm24k)?;
-        self.speaking = true;
+        if !self.speaking {
+            self.speaking = true;
+            self.turn_began_at = Some(self.pacer.queued_frames());
+        }
         self.has_spoken = true;
         self.downlink.push(&self.pcm24k);
-        self.drain_frames(out);
+        self.move_frames();
+        self.pump(now, timers, out);
         Ok(())
     }
 
@@ -59,36 +90,66 @@ impl Playout {
         self.has_spoken
     }
 
-    /// Barge-in: nothing the model said before this may still reach the caller.
-    pub fn interrupt(&mut self, out: &mut Outbox) {
-        self.downlink.clear();
-        out.phone(PhoneCommand::Clear);
-        self.speaking = false;
+    /// The share (0 to 1) of the current turn's audio the caller has heard by `now`, if a
+    /// turn is under way.
+    pub fn heard_share_of_turn(&self, now: Instant) -> Option<f64> {
+        let began = self.turn_began_at?;
+        let total = self.pacer.queued_frames().saturating_sub(began);
+        if total == 0 {
+            return Some(0.0);
+        }
+        let heard = self
+            .pacer
+            .played_frames(now)
+            .saturating_sub(began)
+            .min(total);
+        Some(heard as f64 / total as f64)
     }
 
-    /// The model's turn is complete: the last partial frame is padded and sent, with a mark
-    /// after it; a pending action's mark follows.
-    pub fn finish_turn(&mut self, out: &mut Outbox) {
+    /// Barge-in at `now`: nothing the model said before this may still reach the caller.
+    /// The provider drops at most the lead.
+    pub fn interrupt(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
+        self.downlink.clear();
+        // Marks waiting with the audio go with it; the playout mark is sent again below.
+        self.pacer.clear(now);
+        out.phone(PhoneCommand::Clear);
+        if self.after.is_some() {
+            // Nothing is left to play, so the provider acknowledges this one at once (a
+            // playout mark sent before the clear may or may not be echoed by it).
+            self.mark_queued = true;
+            out.phone(PhoneCommand::Mark(PLAYOUT_MARK));
+        }
+        timers.clear(Timer::Pace);
+        self.speaking = false;
+        self.turn_began_at = None;
+    }
+
+    /// The model's turn is complete at `now`: the last partial frame is padded and queued,
+    /// with a mark after it; a pending action's mark follows.
+    pub fn finish_turn(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
         if self.speaking {
             self.downlink.finish_turn();
-            self.drain_frames(out);
+            self.move_frames();
             self.turns += 1;
-            let mark = format!("turn-{}", self.turns);
-            out.phone(PhoneCommand::Mark(&mark));
+            self.pacer.push_mark(QueuedMark::TurnEnd(self.turns));
         }
         self.speaking = false;
-        if self.after.is_some() && !self.mark_sent {
-            self.send_playout_mark(out);
+        self.turn_began_at = None;
+        if self.after.is_some() && !self.mark_queued {
+            self.queue_playout_mark();
         }
+        self.pump(now, timers, out);
     }
 
     /// Plays out what the model already said without waiting for its turn to end (before a
     /// resumption: an unfinished turn cannot be resumed, and the new session starts clean).
-    pub fn cut(&mut self, out: &mut Outbox) {
+    pub fn cut(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
         if self.speaking {
             self.downlink.finish_turn();
-            self.drain_frames(out);
+            self.move_frames();
             self.speaking = false;
+            self.turn_began_at = None;
+            self.pump(now, timers, out);
         }
     }
 
@@ -99,6 +160,7 @@ impl Playout {
         &mut self,
         action: AfterPlayout,
         deadline: Instant,
+        now: Instant,
         timers: &mut Timers,
         out: &mut Outbox,
     ) {
@@ -108,44 +170,78 @@ impl Playout {
         self.after = Some(action);
         timers.set(Timer::Playout, deadline);
         if !self.speaking {
-            self.send_playout_mark(out);
+            self.queue_playout_mark();
+            self.pump(now, timers, out);
         }
     }
 
     /// Forgets a waiting action (the call took another turn).
     pub fn cancel_after(&mut self, timers: &mut Timers) {
         self.after = None;
-        self.mark_sent = false;
+        self.mark_queued = false;
         timers.clear(Timer::Playout);
     }
 
-    /// Stops the agent's audio (queued here and at the provider) and plays `mulaw` instead.
-    pub fn play_clip(&mut self, mulaw: &[u8], out: &mut Outbox) {
-        if self.speaking {
-            self.interrupt(out);
+    /// Stops the agent's audio (waiting here and at the provider) and plays `mulaw` instead.
+    pub fn play_clip(&mut self, mulaw: &[u8], now: Instant, timers: &mut Timers, out: &mut Outbox) {
+        if self.speaking || self.pacer.has_waiting() || self.pacer.buffered(now) > Duration::ZERO {
+            self.interrupt(now, timers, out);
         }
-        self.downlink.clear();
-        self.queue_mulaw(mulaw, out);
+        self.queue_mulaw(mulaw, now, timers, out);
     }
 
-    /// Queues `mulaw` (8 kHz) after what the agent has sent so far, as 20 ms frames (the
+    /// Queues `mulaw` (8 kHz) after what the agent has said so far, as 20 ms frames (the
     /// last padded with silence); a barge-in's clear drops it with the agent's audio.
-    pub fn queue_mulaw(&mut self, mulaw: &[u8], out: &mut Outbox) {
+    pub fn queue_mulaw(
+        &mut self,
+        mulaw: &[u8],
+        now: Instant,
+        timers: &mut Timers,
+        out: &mut Outbox,
+    ) {
         let mut frames = mulaw.chunks_exact(PHONE_FRAME_BYTES);
         for frame in &mut frames {
-            out.phone(PhoneCommand::Play(frame));
+            let mut whole = [MULAW_SILENCE; PHONE_FRAME_BYTES];
+            whole.copy_from_slice(frame);
+            self.push_frame(whole);
         }
         let rest = frames.remainder();
         if !rest.is_empty() {
             let mut last = [MULAW_SILENCE; PHONE_FRAME_BYTES];
             last[..rest.len()].copy_from_slice(rest);
-            out.phone(PhoneCommand::Play(&last));
+            self.push_frame(last);
+        }
+        self.pump(now, timers, out);
+    }
+
+    /// A caller frame arrived at `now`: frames due go out with it, so pacing rarely needs a
+    /// wake-up of its own.
+    pub fn caller_frame(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
+        if self.pacer.next_due().is_some_and(|due| due <= now) {
+            self.pump(now, timers, out);
         }
     }
 
-    /// The provider played up to mark `name`; returns the action that was waiting for it.
-    pub fn mark_played(&mut self, name: &str, timers: &mut Timers) -> Option<AfterPlayout> {
-        if name != PLAYOUT_MARK || !self.mark_sent {
+    /// The pacing timer fired.
+    pub fn pace(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
+        self.pump(now, timers, out);
+    }
+
+    /// The provider played up to mark `name` at `now`; returns the action that was waiting
+    /// for it.
+    pub fn mark_played(
+        &mut self,
+        name: &str,
+        now: Instant,
+        timers: &mut Timers,
+        out: &mut Outbox,
+    ) -> Option<AfterPlayout> {
+        if self.pacer.position_played(name, now) {
+            // The provider may be behind our estimate: the next top-up moves.
+            self.pump(now, timers, out);
+            return None;
+        }
+        if name != PLAYOUT_MARK || !self.mark_queued {
             return None;
         }
         self.timed_out(timers)
@@ -154,23 +250,55 @@ impl Playout {
     /// The wait is over either way; returns the action that was waiting.
     pub fn timed_out(&mut self, timers: &mut Timers) -> Option<AfterPlayout> {
         timers.clear(Timer::Playout);
+        self.mark_queued = false;
         self.after.take()
     }
 
     /// Forgets queued audio (the call ended).
     pub fn clear(&mut self) {
         self.downlink.clear();
+        self.pacer.reset();
         self.speaking = false;
+        self.turn_began_at = None;
     }
 
-    fn send_playout_mark(&mut self, out: &mut Outbox) {
-        self.mark_sent = true;
-        out.phone(PhoneCommand::Mark(PLAYOUT_MARK));
+    fn queue_playout_mark(&mut self) {
+        self.mark_queued = true;
+        self.pacer.push_mark(QueuedMark::Playout);
     }
 
-    fn drain_frames(&mut self, out: &mut Outbox) {
+    fn move_frames(&mut self) {
         while let Some(frame) = self.downlink.pop_frame() {
-            out.phone(PhoneCommand::Play(&frame));
+            self.push_frame(frame);
+        }
+    }
+
+    fn push_frame(&mut self, frame: [u8; PHONE_FRAME_BYTES]) {
+        if !self.pacer.push_frame(frame) && self.pacer.overflowed_frames == 1 {
+            tracing::warn!(
+                max_frames = pacer::MAX_QUEUED_FRAMES,
+                "the model sent audio far ahead of real time for too long; dropping some"
+            );
+        }
+    }
+
+    /// Sends what is due at `now` and sets the pacing timer for the next top-up.
+    fn pump(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
+        self.pacer.send_due(now, |send| match send {
+            pacer::Outgoing::Frame(frame) => out.phone(PhoneCommand::Play(&frame)),
+            pacer::Outgoing::Mark(QueuedMark::Playout) => {
+                out.phone(PhoneCommand::Mark(PLAYOUT_MARK))
+            }
+            pacer::Outgoing::Mark(QueuedMark::TurnEnd(n)) => {
+                out.phone(PhoneCommand::Mark(&format!("turn-{n}")))
+            }
+            pacer::Outgoing::Position(sent) => {
+                out.phone(PhoneCommand::Mark(&pacer::position_mark_name(sent)))
+            }
+        });
+        match self.pacer.next_due() {
+            Some(due) => timers.set(Timer::Pace, due.max(now) + PACE_TIMER_SLACK),
+            None => timers.clear(Timer::Pace),
         }
     }
 }

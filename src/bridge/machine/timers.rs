@@ -31,10 +31,12 @@ pub enum Timer {
     Greeting,
     /// An answering machine's greeting did not end in time: leave the message anyway.
     Voicemail,
+    /// The provider's buffer has drained below the playout lead: send it more agent audio.
+    Pace,
 }
 
 impl Timer {
-    const ALL: [Timer; 12] = [
+    const ALL: [Timer; 13] = [
         Timer::Start,
         Timer::CallLimit,
         Timer::PhoneSilence,
@@ -47,6 +49,7 @@ impl Timer {
         Timer::Idle,
         Timer::Greeting,
         Timer::Voicemail,
+        Timer::Pace,
     ];
 
     fn index(self) -> usize {

@@ -192,7 +192,14 @@ pub enum Output {
     /// [`super::CallMachine::handle_gemini_failed`].
     ConnectGemini(String),
     /// A finished transcript line.
-    Transcript(Speaker, String),
+    Transcript {
+        /// Who said it.
+        speaker: Speaker,
+        /// What they said (for an interrupted agent turn, the part the caller heard).
+        text: String,
+        /// The caller talked over this agent turn and the rest of it was not played.
+        interrupted: bool,
+    },
     /// The model asked for function calls.
     ToolCalls(Vec<FunctionCall>),
     /// The model cancelled function calls.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::idle::Idle;
 use super::timers::{Timer, Timers};
-use super::{AfterPlayout, CallMachine, Phase, Speaker};
+use super::{AfterPlayout, CallMachine, Phase};
 
 /// Quiet frames (20 ms) that end a machine's greeting: 1.2 s, longer than the pauses
 /// between a greeting's sentences, and what follows the beep while the machine records.
@@ -191,9 +191,10 @@ impl CallMachine {
         self.greeting.finish(&mut self.timers);
         self.idle = Idle::new(None);
         self.timers.clear(Timer::Idle);
-        if self.playout.speaking() {
-            self.playout.interrupt(&mut self.out);
-            self.transcript.flush(Speaker::Agent, &mut self.out);
+        if self.playout.audible(now) {
+            let heard = self.playout.heard_share_of_turn(now);
+            self.playout.interrupt(now, &mut self.timers, &mut self.out);
+            self.transcript.flush_interrupted(heard, &mut self.out);
         }
         self.leave_message_when_due(now);
     }

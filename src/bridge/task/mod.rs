@@ -122,6 +122,7 @@ impl CallTask {
         machine.set_fallback_clip(app.fallback_clip.share());
         let conversation = &app.config.conversation;
         machine.set_conversation(conversation.dtmf, Some(conversation.idle));
+        machine.set_playout_lead(conversation.playout_lead);
         let (phone_tx, phone_rx) = socket.split();
         Self {
             app,
@@ -371,10 +372,19 @@ impl CallTask {
                     }
                 }
                 Output::CloseGemini => self.close_gemini().await,
-                Output::Transcript(speaker, text) => {
-                    tracing::info!(speaker = speaker.as_str(), %text, "transcript");
+                Output::Transcript {
+                    speaker,
+                    text,
+                    interrupted,
+                } => {
+                    let who = speaker.as_str();
+                    tracing::info!(speaker = who, %text, interrupted, "transcript");
                     if let Some(id) = self.record() {
-                        self.app.recorder.transcript(id, speaker.as_str(), &text);
+                        let recorder = &self.app.recorder;
+                        match interrupted {
+                            true => recorder.interrupted_transcript(id, who, &text),
+                            false => recorder.transcript(id, who, &text),
+                        }
                     }
                 }
                 Output::ToolCalls(calls) => {

@@ -118,7 +118,8 @@ impl CallStore {
         let mut record = record_from_row(&row)?;
 
         let events = sqlx::query(
-            "SELECT kind, name, body, at_ms FROM call_events WHERE call_id = $1 ORDER BY seq",
+            "SELECT kind, name, body, at_ms, interrupted FROM call_events \
+             WHERE call_id = $1 ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -134,11 +135,15 @@ impl CallStore {
                     status: parse_status(id, &name)?,
                     at,
                 }),
-                KIND_TRANSCRIPT => record.transcript.push(TranscriptLine {
-                    who: name,
-                    text: body.unwrap_or_default(),
-                    at,
-                }),
+                KIND_TRANSCRIPT => {
+                    let interrupted: i64 = event.try_get("interrupted").map_err(query_error(OP))?;
+                    record.transcript.push(TranscriptLine {
+                        who: name,
+                        text: body.unwrap_or_default(),
+                        at,
+                        interrupted: interrupted != 0,
+                    })
+                }
                 KIND_TOOL => {
                     let detail = match body {
                         Some(text) => {
@@ -399,6 +404,27 @@ impl CallStore {
     ) -> Result<(), StoreError> {
         self.append_event("append_transcript", id, KIND_TRANSCRIPT, who, text)
             .await
+    }
+
+    /// Appends the line of an agent turn the caller talked over (`text`: what they heard).
+    pub async fn append_interrupted_transcript(
+        &self,
+        id: &str,
+        who: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "append_interrupted_transcript";
+        let at = now_ms();
+        let mut tx = self.begin(OP).await?;
+        let (seq, _) = next_seq(&mut tx, OP, id, at).await?;
+        insert_event(&mut tx, OP, id, seq, KIND_TRANSCRIPT, at, who, Some(text)).await?;
+        sqlx::query("UPDATE call_events SET interrupted = 1 WHERE call_id = $1 AND seq = $2")
+            .bind(id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(OP))?;
+        tx.commit().await.map_err(query_error(OP))
     }
 
     /// Appends a tool call or result of the agent; `detail` is stored as JSON text.

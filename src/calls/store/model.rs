@@ -235,6 +235,10 @@ pub struct TranscriptLine {
     pub text: String,
     /// When (RFC 3339 UTC).
     pub at: String,
+    /// The caller talked over this agent turn; `text` is the part they heard. Only
+    /// present when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// One tool call or result of the agent during a call.

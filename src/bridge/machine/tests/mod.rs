@@ -36,6 +36,15 @@ fn setup() -> SessionSetup {
     SessionSetup::new(&config, "Be brief.".into())
 }
 
+/// A transcript line as the machine queues it (not interrupted).
+fn said(speaker: Speaker, text: &str) -> Output {
+    Output::Transcript {
+        speaker,
+        text: text.into(),
+        interrupted: false,
+    }
+}
+
 fn drain(machine: &mut CallMachine) -> Vec<Output> {
     std::iter::from_fn(|| machine.poll_output()).collect()
 }
@@ -59,7 +68,7 @@ fn kinds(outputs: &[Output]) -> Vec<&'static str> {
             Output::Gemini(_) => "gemini",
             Output::CloseGemini => "close-gemini",
             Output::ConnectGemini(_) => "connect",
-            Output::Transcript(..) => "transcript",
+            Output::Transcript { .. } => "transcript",
             Output::ToolCalls(_) => "tools",
             Output::CancelToolCalls(_) => "cancel",
             Output::PlayedOut(_) => "played-out",
@@ -166,10 +175,7 @@ fn several_fields_in_one_message_are_all_handled() {
     msg["sessionResumptionUpdate"] = json!({"newHandle": "h9", "resumable": true});
     m.handle_gemini_frame(msg.to_string().as_bytes(), Instant::now());
     let out = drain(&mut m);
-    assert!(
-        out.contains(&Output::Transcript(Speaker::Agent, "Hello!".into())),
-        "{out:?}"
-    );
+    assert!(out.contains(&said(Speaker::Agent, "Hello!")), "{out:?}");
     assert!(kinds(&out).contains(&"play") && kinds(&out).contains(&"mark"));
     m.handle_gemini_closed(1011, "Internal error encountered.".into(), Instant::now());
     let out = drain(&mut m);
@@ -195,10 +201,7 @@ fn transcripts_are_whole_lines_per_turn() {
     assert!(drain(&mut m).is_empty());
     m.handle_gemini_frame(&model_audio(480), Instant::now());
     let out = drain(&mut m);
-    assert_eq!(
-        out[0],
-        Output::Transcript(Speaker::Caller, "what's the weather".into())
-    );
+    assert_eq!(out[0], said(Speaker::Caller, "what's the weather"));
     m.handle_gemini_frame(
         br#"{"serverContent":{"outputTranscription":{"text":" Sunny"}}}"#,
         Instant::now(),
@@ -212,7 +215,7 @@ fn transcripts_are_whole_lines_per_turn() {
         Instant::now(),
     );
     let out = drain(&mut m);
-    assert!(out.contains(&Output::Transcript(Speaker::Agent, "Sunny today.".into())));
+    assert!(out.contains(&said(Speaker::Agent, "Sunny today.")));
 }
 
 #[test]
@@ -535,3 +538,6 @@ fn garbage_from_either_side_changes_nothing() {
 
 /// Watchdogs, resumption, input bounds, shutdown and the spoken fallback.
 mod resilience;
+
+/// Paced playout: the provider is fed at real time plus the lead.
+mod pacing;

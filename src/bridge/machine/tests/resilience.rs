@@ -44,7 +44,7 @@ fn a_model_that_goes_quiet_is_resumed_once_then_the_call_ends() {
     assert_eq!(
         drain(&mut m),
         [
-            Output::Transcript(Speaker::Caller, "hello?".into()),
+            said(Speaker::Caller, "hello?"),
             Output::End(EndReason::GeminiStalled)
         ]
     );
@@ -164,7 +164,7 @@ fn shutdown_ends_the_call_with_its_reason_and_the_last_words_on_record() {
     assert_eq!(
         drain(&mut m),
         [
-            Output::Transcript(Speaker::Agent, "One moment".into()),
+            said(Speaker::Agent, "One moment"),
             Output::End(EndReason::ServerShutdown)
         ]
     );
