@@ -185,10 +185,11 @@ impl CallMachine {
             self.transcript.push(Speaker::Agent, &t.text);
         }
         if content.interrupted {
-            let heard = self.playout.heard_share_of_turn(now);
-            self.timeline.interrupted(now);
+            let heard = self.playout.heard_of_turn(now);
+            self.timeline.interrupted(heard, now);
             self.playout.interrupt(now, &mut self.timers, &mut self.out);
-            self.transcript.flush_interrupted(heard, &mut self.out);
+            let share = heard.map(TurnHeard::share);
+            self.transcript.flush_interrupted(share, &mut self.out);
             self.voicemail_turn_ended(false, now);
         }
         if content.turn_complete {

@@ -49,7 +49,7 @@ use greeting::Greeting;
 use idle::Idle;
 use keypad::Keypad;
 use outbox::Outbox;
-use playout::Playout;
+use playout::{Playout, TurnHeard};
 use session::{GO_AWAY_MARGIN, ResumeCause, Session};
 use timers::Timers;
 use transcript::Transcript;

@@ -30,6 +30,9 @@ const UNCONFIRMED_TOP_UP_AT: Duration = Duration::from_millis(60);
 /// The most audio kept waiting (two minutes): a model that generates far faster than real
 /// time for that long is misbehaving, and memory per call stays bounded.
 pub const MAX_QUEUED_FRAMES: usize = 6_000;
+/// Position marks remembered while they are out; a provider that never echoes them (or a
+/// long stretch of waiting audio) drops the oldest, so memory per call stays bounded.
+const MAX_POSITIONS_OUT: usize = 64;
 /// Prefix of position-mark names; the rest is the frame count the mark follows.
 const POSITION_PREFIX: &str = "p";
 
@@ -189,6 +192,9 @@ impl Pacer {
             // real time is played as it is sent.
             let every = self.sent.is_multiple_of(POSITION_MARK_EVERY) && !self.waiting.is_empty();
             if self.lead.is_some() && (restarts || every) {
+                if self.positions_out.len() >= MAX_POSITIONS_OUT {
+                    self.positions_out.pop_front();
+                }
                 self.positions_out.push_back(self.sent);
                 send(Outgoing::Position(self.sent));
             }

@@ -21,9 +21,38 @@ pub const PLAYOUT_TIMEOUT: Duration = Duration::from_secs(15);
 const MULAW_SILENCE: u8 = 0xFF;
 /// Name of the mark that tells us the agent's last words have played.
 const PLAYOUT_MARK: &str = "playout";
+/// How long after the last queued audio should have played its mark may take to come back
+/// before a waiting action goes ahead anyway (when that is later than [`PLAYOUT_TIMEOUT`]
+/// from the request: a long answer still queued here).
+const MARK_ECHO_GRACE: Duration = Duration::from_secs(2);
 /// The pacing timer fires this long after a top-up is due: a caller frame (one every 20 ms)
 /// usually does the top-up first, so the task is not woken just for it.
 const PACE_TIMER_SLACK: Duration = Duration::from_millis(20);
+
+/// How much of an agent turn's audio the caller heard before it was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnHeard {
+    /// Frames played to the caller.
+    pub heard: u64,
+    /// Frames the model had produced.
+    pub produced: u64,
+}
+
+impl TurnHeard {
+    /// The share heard, 0 to 1.
+    pub fn share(self) -> f64 {
+        match self.produced {
+            0 => 0.0,
+            produced => self.heard as f64 / produced as f64,
+        }
+    }
+
+    /// Milliseconds heard and produced.
+    pub fn millis(self) -> (u64, u64) {
+        let ms = pacer::FRAME.as_millis() as u64;
+        (self.heard * ms, self.produced * ms)
+    }
+}
 
 /// The agent's side of the audio path.
 #[derive(Default)]
@@ -90,20 +119,17 @@ impl Playout {
         self.has_spoken
     }
 
-    /// The share (0 to 1) of the current turn's audio the caller has heard by `now`, if a
-    /// turn is under way.
-    pub fn heard_share_of_turn(&self, now: Instant) -> Option<f64> {
+    /// How much of the current turn's audio the caller has heard by `now`, if a turn is
+    /// under way.
+    pub fn heard_of_turn(&self, now: Instant) -> Option<TurnHeard> {
         let began = self.turn_began_at?;
-        let total = self.pacer.queued_frames().saturating_sub(began);
-        if total == 0 {
-            return Some(0.0);
-        }
+        let produced = self.pacer.queued_frames().saturating_sub(began);
         let heard = self
             .pacer
             .played_frames(now)
             .saturating_sub(began)
-            .min(total);
-        Some(heard as f64 / total as f64)
+            .min(produced);
+        Some(TurnHeard { heard, produced })
     }
 
     /// Barge-in at `now`: nothing the model said before this may still reach the caller.
@@ -136,7 +162,7 @@ impl Playout {
         self.speaking = false;
         self.turn_began_at = None;
         if self.after.is_some() && !self.mark_queued {
-            self.queue_playout_mark();
+            self.queue_playout_mark(now, timers);
         }
         self.pump(now, timers, out);
     }
@@ -170,7 +196,7 @@ impl Playout {
         self.after = Some(action);
         timers.set(Timer::Playout, deadline);
         if !self.speaking {
-            self.queue_playout_mark();
+            self.queue_playout_mark(now, timers);
             self.pump(now, timers, out);
         }
     }
@@ -262,9 +288,18 @@ impl Playout {
         self.turn_began_at = None;
     }
 
-    fn queue_playout_mark(&mut self) {
+    /// Queues the playout mark after everything waiting; the action's deadline is pushed
+    /// back if that audio plays past it.
+    fn queue_playout_mark(&mut self, now: Instant, timers: &mut Timers) {
         self.mark_queued = true;
         self.pacer.push_mark(QueuedMark::Playout);
+        if let Some(until) = self.pacer.audible_until(now)
+            && timers
+                .get(Timer::Playout)
+                .is_some_and(|deadline| deadline < until + MARK_ECHO_GRACE)
+        {
+            timers.set(Timer::Playout, until + MARK_ECHO_GRACE);
+        }
     }
 
     fn move_frames(&mut self) {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use super::playout::TurnHeard;
 use super::session::ResumeCause;
 use super::types::EndReason;
 use crate::audio::endpoint::{EndpointDetector, TurnEnd};
@@ -107,6 +108,10 @@ enum Detail {
     },
     Digit(Box<str>),
     Reason(Box<str>),
+    Heard {
+        heard_ms: u64,
+        produced_ms: u64,
+    },
 }
 
 impl Detail {
@@ -130,6 +135,13 @@ impl Detail {
             ],
             Detail::Digit(digit) => vec![("digit", json!(digit))],
             Detail::Reason(reason) => vec![("reason", json!(reason))],
+            Detail::Heard {
+                heard_ms,
+                produced_ms,
+            } => vec![
+                ("heard_ms", json!(heard_ms)),
+                ("produced_ms", json!(produced_ms)),
+            ],
         };
         fields
             .into_iter()
@@ -233,10 +245,18 @@ impl Timeline {
         self.record(now, EventKind::AgentTurnStart, detail);
     }
 
-    /// The caller barged in at `now`: the agent was cut off.
-    pub fn interrupted(&mut self, now: Instant) {
+    /// The caller barged in at `now`: the agent was cut off, having been heard for `heard`
+    /// of its turn (when a turn was under way).
+    pub fn interrupted(&mut self, heard: Option<TurnHeard>, now: Instant) {
         self.barge_ins = self.barge_ins.saturating_add(1);
-        self.record(now, EventKind::Interrupted, Detail::None);
+        let detail = match heard.map(TurnHeard::millis) {
+            Some((heard_ms, produced_ms)) => Detail::Heard {
+                heard_ms,
+                produced_ms,
+            },
+            None => Detail::None,
+        };
+        self.record(now, EventKind::Interrupted, detail);
     }
 
     /// A tool call that started at `started` finished at `now` with `outcome`.

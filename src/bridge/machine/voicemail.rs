@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::idle::Idle;
+use super::playout::TurnHeard;
 use super::timers::{Timer, Timers};
 use super::{AfterPlayout, CallMachine, Phase};
 
@@ -192,7 +193,7 @@ impl CallMachine {
         self.idle = Idle::new(None);
         self.timers.clear(Timer::Idle);
         if self.playout.audible(now) {
-            let heard = self.playout.heard_share_of_turn(now);
+            let heard = self.playout.heard_of_turn(now).map(TurnHeard::share);
             self.playout.interrupt(now, &mut self.timers, &mut self.out);
             self.transcript.flush_interrupted(heard, &mut self.out);
         }

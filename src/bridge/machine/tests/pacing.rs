@@ -206,6 +206,17 @@ fn a_barge_in_drops_at_most_the_lead_and_cuts_the_line_to_what_was_heard() {
     };
     // One second of two was heard: about half the words.
     assert_eq!(text, "Your table for four is booked for");
+    // The timeline says how much, of how much.
+    let timeline = m
+        .timeline_mut()
+        .finish(&EndReason::CallerHungUp, 0, barge_in, 0);
+    let interrupted = timeline
+        .events
+        .iter()
+        .find(|e| e.kind == "interrupted")
+        .expect("an interrupted event");
+    assert_eq!(interrupted.detail["heard_ms"], 1_000);
+    assert_eq!(interrupted.detail["produced_ms"], 2_000);
     // Nothing of the old turn is sent after the clear, and the pacing timer is off.
     assert_eq!(m.timers.get(Timer::Pace), None);
     let mut provider = Provider::default();
@@ -282,4 +293,21 @@ fn a_barge_in_during_a_waiting_hang_up_sends_the_playout_mark_after_the_clear() 
     drain(&mut m);
     m.handle_gemini_frame(br#"{"serverContent":{"interrupted":true}}"#, t0);
     assert_eq!(phone(&drain(&mut m)), ["clear", "mark:playout"]);
+}
+
+#[test]
+fn a_hang_up_after_a_long_queued_answer_waits_for_all_of_it() {
+    let mut m = paced();
+    let t0 = Instant::now();
+    // Twenty seconds of goodbye, produced at once, then the model hangs up.
+    m.handle_gemini_frame(&model_audio(480_000), t0);
+    m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#, t0);
+    drain(&mut m);
+    m.handle_after_playout(AfterPlayout::HangUp, t0);
+    let deadline = m.timers.get(Timer::Playout).expect("a deadline");
+    assert!(
+        deadline > t0 + Duration::from_secs(20) && deadline > t0 + PLAYOUT_TIMEOUT,
+        "the hang-up would cut the goodbye at {:?}",
+        deadline - t0
+    );
 }
