@@ -57,11 +57,7 @@ impl World {
             .server
             .answer(provider, id, &[("From", from), ("To", to)])
             .await;
-        let record = params
-            .iter()
-            .find(|(k, _)| k == "record")
-            .map(|(_, v)| v.clone())
-            .expect("the answer XML names the call's record");
+        let record = support::record_param(&params);
         let caller = Caller::start_with(&self.server, provider, id, &params).await;
         let mut session = self.gemini.next_session(WAIT).await;
         let greeting = next_message(&mut session).await;

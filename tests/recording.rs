@@ -579,11 +579,7 @@ async fn a_sigkilled_server_leaves_a_playable_recording_made_whole_at_restart() 
         .await
         .unwrap();
     let params = stream_params(&xml);
-    let record_id = params
-        .iter()
-        .find(|(k, _)| k == "record")
-        .map(|(_, v)| v.clone())
-        .expect("a record id");
+    let record_id = support::record_param(&params);
     let mut phone = TwilioCaller::connect(&server.url("ws", "/twilio/stream"), WAIT).await;
     assert!(phone.send_connected().await);
     let custom: Vec<(&str, &str)> = params

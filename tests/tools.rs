@@ -484,11 +484,7 @@ async fn tool_calls_and_results_are_in_the_record() {
             &[("From", "+15557770000"), ("To", "+15550009999")],
         )
         .await;
-    let id = params
-        .iter()
-        .find(|(k, _)| k == "record")
-        .map(|(_, v)| v.clone())
-        .expect("record id");
+    let id = support::record_param(&params);
     let params: Vec<(&str, &str)> = params
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
