@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use gemini_phone::server;
 use gemini_phone::telephony::rest::install_crypto_provider;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
+use support::binary::{Logs, ServerProcess};
 use support::rest::{CallScript, FakeRest, Outcome};
 use support::{API_TOKEN, provider_vars};
 use tokio::sync::oneshot;
@@ -717,70 +717,24 @@ impl PostgresSchema {
     }
 }
 
-/// A `gemini-phone` process, killed (by its own pid only) when dropped.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Binary {
-    async fn start(rest: &FakeRest, database_url: &str) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gemini-phone"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GEMINI_API_KEY", "test-key")
-            .env("PUBLIC_URL", "https://phone.example.com")
-            .env(
-                "PROMPTS_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-            )
-            .env("DATABASE_URL", database_url)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("API_RATE_LIMIT", "100000")
-            .env("CAMPAIGN_POLL_MS", "50")
-            .env("CAMPAIGN_LEASE_SECS", "2")
-            .env("PROVIDER_TIMEOUT_SECS", "1")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (name, value) in provider_vars(&rest.url()) {
-            command.env(name, value);
-        }
-        let child = command.spawn().expect("start the server binary");
-        let binary = Binary {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while reqwest::get(binary.url("/health")).await.is_err() {
-            assert!(Instant::now() < deadline, "the server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        binary
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGKILL: no drain, no clean exit.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The binary with a fast dialer, sharing `database_url` with other instances.
+async fn start_binary(rest: &FakeRest, database_url: &str) -> ServerProcess {
+    let providers = provider_vars(&rest.url());
+    let mut vars = vec![
+        ("GEMINI_API_KEY", "test-key"),
+        ("DATABASE_URL", database_url),
+        ("API_RATE_LIMIT", "100000"),
+        ("CAMPAIGN_POLL_MS", "50"),
+        ("CAMPAIGN_LEASE_SECS", "2"),
+        ("PROVIDER_TIMEOUT_SECS", "1"),
+        ("RUST_LOG", "warn"),
+    ];
+    vars.extend(
+        providers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str())),
+    );
+    ServerProcess::start(&vars, Logs::Inherit).await
 }
 
 #[tokio::test]
@@ -790,17 +744,17 @@ async fn two_instances_on_postgres_dial_each_contact_once_and_survive_a_sigkill(
         return;
     };
     let rest = FakeRest::start().await;
-    let mut first = Binary::start(&rest, &db.url).await;
-    let second = Binary::start(&rest, &db.url).await;
+    let mut first = start_binary(&rest, &db.url).await;
+    let second = start_binary(&rest, &db.url).await;
     rest.simulate_calls(
-        vec![first.url(""), second.url("")],
+        vec![first.http(""), second.http("")],
         CallScript {
             ring: Duration::from_millis(5),
             talk: Duration::from_millis(100),
         },
     );
-    let api = Api::new(first.url(""));
-    let survivor = Api::new(second.url(""));
+    let api = Api::new(first.http(""));
+    let survivor = Api::new(second.http(""));
     // `failed` is retried once: a call whose record the killed instance made but never got
     // to dial is settled `failed` once its lease runs out, and then dialled for the first time.
     let query = "name=fleet&provider=twilio&max_concurrent=8&window_start=00:00&window_end=24:00&days=all&retry_on=failed&max_attempts=2&backoff_minutes=0";

@@ -9,32 +9,18 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::gemini::{Behaviour, FakeGemini, GeminiSession, schema};
 use support::phone::Provider;
-use support::rest::FakeRest;
-use support::{Caller, PROVIDERS, TestServer};
+use support::world::World;
+use support::{Caller, PROVIDERS};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A server with both providers on a fake REST API, talking to a fake Gemini.
-struct World {
-    rest: FakeRest,
-    gemini: FakeGemini,
-    server: TestServer,
-}
-
 impl World {
     async fn start(extra: &[(&str, &str)]) -> World {
-        World::start_with_url(extra, |gemini| gemini.url()).await
+        World::with(Behaviour::Normal, extra).await
     }
 
     async fn start_with_url(extra: &[(&str, &str)], url: impl Fn(&FakeGemini) -> String) -> World {
-        let rest = FakeRest::start().await;
-        let gemini = FakeGemini::start(Behaviour::Normal).await;
-        let server = TestServer::with_providers(&rest.url(), &url(&gemini), extra).await;
-        World {
-            rest,
-            gemini,
-            server,
-        }
+        World::with_url(Behaviour::Normal, extra, url).await
     }
 
     /// An inbound call on `provider`, its Gemini session, and the greeting cue read.

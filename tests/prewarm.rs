@@ -8,10 +8,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::gemini::{Behaviour, Delays, FakeGemini, GeminiSession};
+use support::gemini::{Behaviour, Delays, GeminiSession};
 use support::phone::Provider;
-use support::rest::FakeRest;
-use support::{API_TOKEN, Caller, PROVIDERS, TestServer, route};
+use support::world::World;
+use support::{API_TOKEN, Caller, PROVIDERS, route};
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -24,24 +24,9 @@ const LIVE_DELAYS: Delays = Delays {
     first_audio: Duration::from_millis(400),
 };
 
-/// A server with both providers on a fake REST API, talking to a fake Gemini that answers
-/// the greeting cue with audio.
-struct World {
-    _rest: FakeRest,
-    gemini: FakeGemini,
-    server: TestServer,
-}
-
 impl World {
     async fn start(extra: &[(&str, &str)]) -> World {
-        let rest = FakeRest::start().await;
-        let gemini = FakeGemini::start(Behaviour::AnswerText).await;
-        let server = TestServer::with_providers(&rest.url(), &gemini.url(), extra).await;
-        World {
-            _rest: rest,
-            gemini,
-            server,
-        }
+        World::with(Behaviour::AnswerText, extra).await
     }
 
     /// Answers an inbound call of `provider` and returns its stream parameters.

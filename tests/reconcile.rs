@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +16,7 @@ use gemini_phone::telephony::registry::Registry;
 use gemini_phone::telephony::rest::{http_client, install_crypto_provider};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
+use support::binary::{Logs, ServerProcess};
 use support::rest::{FakeRest, fake_call_sid, fake_uuid};
 use support::{API_TOKEN, TestServer, provider_vars};
 
@@ -411,71 +410,21 @@ async fn instances_reconciling_at_once_settle_each_call_once() {
 
 // ---- The real binary: SIGKILL, then a restart on the same SQLite file. ----
 
-/// A `gemini-phone` process, killed (by its own pid only) when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    async fn start(rest: &FakeRest, database_url: &str) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gemini-phone"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("GEMINI_API_KEY", "test-key")
-            .env("PUBLIC_URL", "https://phone.example.com")
-            .env(
-                "PROMPTS_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-            )
-            .env("DATABASE_URL", database_url)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("VERIFY_WEBHOOKS", "false")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (name, value) in provider_vars(&rest.url()) {
-            command.env(name, value);
-        }
-        let child = command.spawn().expect("start the server binary");
-        let server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while server.health().await.is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the server did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn health(&self) -> Option<Value> {
-        let response = reqwest::get(self.url("/health")).await.ok()?;
-        response.json().await.ok()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Kills this child alone (SIGKILL on Unix); a no-op once it has exited.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The binary on `database_url`, taking webhooks unsigned.
+async fn start_binary(rest: &FakeRest, database_url: &str) -> ServerProcess {
+    let providers = provider_vars(&rest.url());
+    let mut vars = vec![
+        ("GEMINI_API_KEY", "test-key"),
+        ("DATABASE_URL", database_url),
+        ("VERIFY_WEBHOOKS", "false"),
+        ("RUST_LOG", "warn"),
+    ];
+    vars.extend(
+        providers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str())),
+    );
+    ServerProcess::start(&vars, Logs::Inherit).await
 }
 
 #[tokio::test]
@@ -485,14 +434,14 @@ async fn a_sigkilled_server_s_calls_are_settled_when_it_restarts() {
     let db = SharedDb::new();
     let http = reqwest::Client::new();
 
-    let first = Server::start(&rest, &db.url).await;
+    let first = start_binary(&rest, &db.url).await;
     let first_id = first.health().await.expect("health")["instance"]
         .as_str()
         .expect("an instance id")
         .to_owned();
     // An outbound call, dialled through the fake provider…
     let created: Value = http
-        .post(first.url("/calls"))
+        .post(first.http("/calls"))
         .bearer_auth(API_TOKEN)
         .json(&json!({"to": "+15551234567", "provider": "twilio",
                       "vars": {"name": "Asha", "company": "Acme", "reason": "a test"}}))
@@ -510,7 +459,7 @@ async fn a_sigkilled_server_s_calls_are_settled_when_it_restarts() {
     // …and an inbound call the provider will have forgotten.
     let inbound_sid = fake_call_sid(0xf00d);
     let answered = http
-        .post(first.url("/twilio/answer"))
+        .post(first.http("/twilio/answer"))
         .form(&[
             ("CallSid", inbound_sid.as_str()),
             ("From", "+15550001111"),
@@ -539,7 +488,7 @@ async fn a_sigkilled_server_s_calls_are_settled_when_it_restarts() {
         .await;
 
     let started = std::time::Instant::now();
-    let second = Server::start(&rest, &db.url).await;
+    let second = start_binary(&rest, &db.url).await;
     let settled = wait_final(&store, &[&outbound, &inbound], SETTLE_WITHIN).await;
     let took = started.elapsed();
     assert_eq!(

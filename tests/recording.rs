@@ -7,15 +7,14 @@
 
 mod support;
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
 use gemini_phone::calls::{CallStatus, CallStore, NewCall};
 use gemini_phone::recording::sweeper;
 use gemini_phone::telephony::Direction;
 use serde_json::Value;
+use support::binary::{Logs, ServerProcess};
 use support::gemini::{Behaviour, FakeGemini, GeminiSession};
 use support::phone::{Outbound, Provider, TwilioCaller, mulaw_decode, pcm_tone_24k};
 use support::{API_TOKEN, Caller, PROVIDERS, TEST_API_KEY, TestServer, stream_params};
@@ -482,69 +481,24 @@ async fn the_sweeper_deletes_only_recordings_past_their_retention() {
     assert_eq!(again.deleted, 0);
 }
 
-/// The real server binary; killed if the test ends while it runs.
-struct Binary {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Binary {
-    fn start(gemini_url: &str, database_url: &str, dir: &Path, log: &str) -> Binary {
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(dir.join(log)).expect("log file");
-        let recordings = dir.join("recordings").display().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_gemini-phone"))
-            .env_clear()
-            .envs([
-                ("GEMINI_API_KEY", TEST_API_KEY),
-                ("GEMINI_LIVE_URL", gemini_url),
-                ("PUBLIC_URL", "https://phone.example.com"),
-                (
-                    "PROMPTS_DIR",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-                ),
-                ("DATABASE_URL", database_url),
-                ("HOST", "127.0.0.1"),
-                ("PORT", &port.to_string()),
-                ("API_TOKEN", API_TOKEN),
-                ("RECORD_CALLS", "true"),
-                ("RECORDINGS_DIR", &recordings),
-                ("RUST_LOG", "info"),
-            ])
-            .current_dir(dir)
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start the server binary");
-        Binary { child, port }
-    }
-
-    fn url(&self, scheme: &str, path: &str) -> String {
-        format!("{scheme}://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(answer) = reqwest::get(self.url("http", "/health")).await
-                && answer.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server did not come up");
-    }
+/// The binary, recording, logging to `log` in `dir`.
+async fn start_binary(
+    gemini_url: &str,
+    database_url: &str,
+    dir: &Path,
+    log: &str,
+) -> ServerProcess {
+    let recordings = dir.join("recordings").display().to_string();
+    let vars = [
+        ("GEMINI_API_KEY", TEST_API_KEY),
+        ("GEMINI_LIVE_URL", gemini_url),
+        ("DATABASE_URL", database_url),
+        ("API_TOKEN", API_TOKEN),
+        ("RECORD_CALLS", "true"),
+        ("RECORDINGS_DIR", recordings.as_str()),
+        ("RUST_LOG", "info"),
+    ];
+    ServerProcess::start(&vars, Logs::File { dir, name: log }).await
 }
 
 /// Samples a finished header states and the file holds.
@@ -560,12 +514,11 @@ async fn a_sigkilled_server_leaves_a_playable_recording_made_whole_at_restart() 
     let mut gemini = FakeGemini::start(Behaviour::Normal).await;
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/records.db", dir.path().display());
-    let mut server = Binary::start(&gemini.url(), &database_url, dir.path(), "first.log");
-    server.wait_healthy().await;
+    let mut server = start_binary(&gemini.url(), &database_url, dir.path(), "first.log").await;
 
     let call_sid = "CA0000000000000000000000000000dead";
     let xml = reqwest::Client::new()
-        .post(server.url("http", "/twilio/answer"))
+        .post(server.http("/twilio/answer"))
         .form(&[
             ("CallSid", call_sid),
             ("From", "+15550001111"),
@@ -580,7 +533,7 @@ async fn a_sigkilled_server_leaves_a_playable_recording_made_whole_at_restart() 
         .unwrap();
     let params = stream_params(&xml);
     let record_id = support::record_param(&params);
-    let mut phone = TwilioCaller::connect(&server.url("ws", "/twilio/stream"), WAIT).await;
+    let mut phone = TwilioCaller::connect(&server.ws("/twilio/stream"), WAIT).await;
     assert!(phone.send_connected().await);
     let custom: Vec<(&str, &str)> = params
         .iter()
@@ -596,8 +549,7 @@ async fn a_sigkilled_server_leaves_a_playable_recording_made_whole_at_restart() 
     let sent = caller_noise(80, 5).concat();
     assert!(phone.send_media_realtime(&sent).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    server.child.kill().expect("SIGKILL");
-    let _ = server.child.wait();
+    server.kill();
 
     let path = dir
         .path()
@@ -613,8 +565,7 @@ async fn a_sigkilled_server_leaves_a_playable_recording_made_whole_at_restart() 
     assert!(right.iter().any(|s| *s != 0), "the agent is on the right");
 
     // The next start sets the header from what the file holds.
-    let restarted = Binary::start(&gemini.url(), &database_url, dir.path(), "second.log");
-    restarted.wait_healthy().await;
+    let restarted = start_binary(&gemini.url(), &database_url, dir.path(), "second.log").await;
     let deadline = Instant::now() + WAIT;
     while stated_and_held(&path).0 as u64 != stated_and_held(&path).1 {
         assert!(Instant::now() < deadline, "the recording was not repaired");
@@ -631,7 +582,7 @@ async fn a_sigkilled_server_leaves_a_playable_recording_made_whole_at_restart() 
     );
     assert_eq!(&left[..], &sent_pcm[..left.len()]);
     let served = reqwest::Client::new()
-        .get(restarted.url("http", &format!("/calls/{record_id}/recording")))
+        .get(restarted.http(&format!("/calls/{record_id}/recording")))
         .bearer_auth(API_TOKEN)
         .send()
         .await

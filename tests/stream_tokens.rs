@@ -10,33 +10,19 @@ use gemini_phone::calls::{CallRecord, CallStatus};
 use gemini_phone::signature::{StreamClaims, unix_now};
 use gemini_phone::telephony::Direction;
 use serde_json::Value;
-use support::gemini::{Behaviour, FakeGemini};
+use support::gemini::Behaviour;
 use support::phone::Provider;
 use support::rest::FakeRest;
+use support::world::World;
 use support::{API_TOKEN, Caller, PROVIDERS, TestServer, route, stream_params};
 
 const WAIT: Duration = Duration::from_secs(5);
 /// How long a refused stream would have had to reach Gemini.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// A server with both providers' accounts (webhooks signature-checked), a fake REST API and
-/// a fake Gemini.
-struct World {
-    _rest: FakeRest,
-    gemini: FakeGemini,
-    server: TestServer,
-}
-
 impl World {
     async fn start(extra: &[(&str, &str)]) -> World {
-        let rest = FakeRest::start().await;
-        let gemini = FakeGemini::start(Behaviour::Normal).await;
-        let server = TestServer::with_providers(&rest.url(), &gemini.url(), extra).await;
-        World {
-            _rest: rest,
-            gemini,
-            server,
-        }
+        World::with(Behaviour::Normal, extra).await
     }
 
     /// The answer webhook for an inbound call: its status and XML.

@@ -7,18 +7,13 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::gemini::{Behaviour, FakeGemini, GeminiSession};
+use support::gemini::{Behaviour, GeminiSession};
 use support::phone::{Provider, mulaw_silence, mulaw_tone};
 use support::rest::{FakeRest, fake_uuid};
-use support::{API_TOKEN, Caller, PROVIDERS, TestServer, stream_params};
+use support::world::World;
+use support::{API_TOKEN, Caller, PROVIDERS, stream_params};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-struct World {
-    rest: FakeRest,
-    gemini: FakeGemini,
-    server: TestServer,
-}
 
 /// One outbound call as the test drives it.
 struct Call {
@@ -33,14 +28,7 @@ struct Call {
 impl World {
     /// A server with both providers, whose fake Gemini answers every text turn with audio.
     async fn start(extra: &[(&str, &str)]) -> World {
-        let rest = FakeRest::start().await;
-        let gemini = FakeGemini::start(Behaviour::AnswerText).await;
-        let server = TestServer::with_providers(&rest.url(), &gemini.url(), extra).await;
-        World {
-            rest,
-            gemini,
-            server,
-        }
+        World::with(Behaviour::AnswerText, extra).await
     }
 
     /// Places a call to Asha on `provider` and answers it; `answered_by` is Twilio's

@@ -399,15 +399,8 @@ pub async fn pause(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Response, CampaignError> {
-    let store = &app.campaigns.store;
-    if !store
-        .transition(&id, &[CampaignState::Running], CampaignState::Paused)
-        .await?
-    {
-        return Err(refused(&app, &id, "paused", "running").await);
-    }
-    tracing::info!(campaign = %id, "campaign paused");
-    Ok(Json(find(&app, &id).await?).into_response())
+    let moved = (CampaignState::Running, CampaignState::Paused);
+    move_campaign(&app, &id, moved, ("paused", "running")).await
 }
 
 /// `POST /campaigns/{id}/resume`: a paused campaign dials again.
@@ -416,16 +409,25 @@ pub async fn resume(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Response, CampaignError> {
-    let store = &app.campaigns.store;
-    if !store
-        .transition(&id, &[CampaignState::Paused], CampaignState::Running)
-        .await?
-    {
-        return Err(refused(&app, &id, "resumed", "paused").await);
-    }
-    tracing::info!(campaign = %id, "campaign resumed");
+    let moved = (CampaignState::Paused, CampaignState::Running);
+    let response = move_campaign(&app, &id, moved, ("resumed", "paused")).await?;
     app.campaigns.wake_dialer();
-    Ok(Json(find(&app, &id).await?).into_response())
+    Ok(response)
+}
+
+/// Moves campaign `id` from one state to another and answers with it; `action` and
+/// `allowed` (the state it needs) word the refusal when it is in another state.
+async fn move_campaign(
+    app: &App,
+    id: &str,
+    (from, to): (CampaignState, CampaignState),
+    (action, allowed): (&str, &str),
+) -> Result<Response, CampaignError> {
+    if !app.campaigns.store.transition(id, &[from], to).await? {
+        return Err(refused(app, id, action, allowed).await);
+    }
+    tracing::info!(campaign = %id, "campaign {action}");
+    Ok(Json(find(app, id).await?).into_response())
 }
 
 /// `POST /campaigns/{id}/cancel` query.

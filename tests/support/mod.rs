@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 pub mod answer_xml;
+pub mod binary;
 pub mod gemini;
 pub mod google;
 pub mod phone;
 pub mod playback;
 pub mod rest;
+pub mod world;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -60,17 +60,8 @@ impl CallStore {
         .execute(&mut *tx)
         .await
         .map_err(query_error(OP))?;
-        insert_event(
-            &mut tx,
-            OP,
-            &id,
-            1,
-            KIND_STATUS,
-            now,
-            call.status.as_str(),
-            None,
-        )
-        .await?;
+        let event = Event::status(call.status.as_str());
+        insert_event(&mut tx, OP, &id, 1, now, event).await?;
         tx.commit().await.map_err(query_error(OP))?;
 
         let at = rfc3339_ms(now);
@@ -302,7 +293,7 @@ impl CallStore {
             .execute(&mut *tx)
             .await
             .map_err(query_error(OP))?;
-        insert_event(&mut tx, OP, id, seq, KIND_STATUS, at, status.as_str(), None).await?;
+        insert_event(&mut tx, OP, id, seq, at, Event::status(status.as_str())).await?;
         if status.is_final() && !current.is_final() {
             self.enqueue_post_call(&mut tx, OP, id, at).await?;
         }
@@ -381,7 +372,7 @@ impl CallStore {
                 .await
                 .map_err(query_error(OP))?;
             let failed = CallStatus::Failed.as_str();
-            insert_event(&mut tx, OP, id, seq, KIND_STATUS, at, failed, None).await?;
+            insert_event(&mut tx, OP, id, seq, at, Event::status(failed)).await?;
             // `advances_to(Failed)` holds only for a call that was not final yet.
             self.enqueue_post_call(&mut tx, OP, id, at).await?;
         } else {
@@ -402,8 +393,8 @@ impl CallStore {
         who: &str,
         text: &str,
     ) -> Result<(), StoreError> {
-        self.append_event("append_transcript", id, KIND_TRANSCRIPT, who, text)
-            .await
+        let event = Event::with_body(KIND_TRANSCRIPT, who, text);
+        self.append_event("append_transcript", id, event).await
     }
 
     /// Appends the line of an agent turn the caller talked over (`text`: what they heard).
@@ -413,18 +404,12 @@ impl CallStore {
         who: &str,
         text: &str,
     ) -> Result<(), StoreError> {
-        const OP: &str = "append_interrupted_transcript";
-        let at = now_ms();
-        let mut tx = self.begin(OP).await?;
-        let (seq, _) = next_seq(&mut tx, OP, id, at).await?;
-        insert_event(&mut tx, OP, id, seq, KIND_TRANSCRIPT, at, who, Some(text)).await?;
-        sqlx::query("UPDATE call_events SET interrupted = 1 WHERE call_id = $1 AND seq = $2")
-            .bind(id)
-            .bind(seq)
-            .execute(&mut *tx)
+        let event = Event {
+            interrupted: true,
+            ..Event::with_body(KIND_TRANSCRIPT, who, text)
+        };
+        self.append_event("append_interrupted_transcript", id, event)
             .await
-            .map_err(query_error(OP))?;
-        tx.commit().await.map_err(query_error(OP))
     }
 
     /// Appends a tool call or result of the agent; `detail` is stored as JSON text.
@@ -438,8 +423,8 @@ impl CallStore {
             what: "tool event detail",
             source,
         })?;
-        self.append_event("append_tool_event", id, KIND_TOOL, name, &body)
-            .await
+        let event = Event::with_body(KIND_TOOL, name, &body);
+        self.append_event("append_tool_event", id, event).await
     }
     /// Runs `sql` with `$1` = id, `$2` = value, `$3` = now, expecting one row changed.
     async fn update_one(
@@ -463,14 +448,12 @@ impl CallStore {
         &self,
         op: &'static str,
         id: &str,
-        kind: &str,
-        name: &str,
-        body: &str,
+        event: Event<'_>,
     ) -> Result<(), StoreError> {
         let at = now_ms();
         let mut tx = self.begin(op).await?;
         let (seq, _) = next_seq(&mut tx, op, id, at).await?;
-        insert_event(&mut tx, op, id, seq, kind, at, name, Some(body)).await?;
+        insert_event(&mut tx, op, id, seq, at, event).await?;
         tx.commit().await.map_err(query_error(op))
     }
 }
@@ -500,27 +483,56 @@ async fn next_seq(
     Ok((seq, parse_status(id, &status)?))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A row of `call_events`, apart from its call, number and time.
+struct Event<'a> {
+    kind: &'static str,
+    /// status: the status; transcript: who spoke; tool: the tool's name.
+    name: &'a str,
+    /// transcript: the text; tool: JSON text; status: none.
+    body: Option<&'a str>,
+    /// An agent transcript line the caller talked over.
+    interrupted: bool,
+}
+
+impl<'a> Event<'a> {
+    fn status(status: &'a str) -> Self {
+        Self {
+            kind: KIND_STATUS,
+            name: status,
+            body: None,
+            interrupted: false,
+        }
+    }
+
+    fn with_body(kind: &'static str, name: &'a str, body: &'a str) -> Self {
+        Self {
+            kind,
+            name,
+            body: Some(body),
+            interrupted: false,
+        }
+    }
+}
+
 async fn insert_event(
     tx: &mut Transaction<'static, Any>,
     op: &'static str,
     id: &str,
     seq: i64,
-    kind: &str,
     at: i64,
-    name: &str,
-    body: Option<&str>,
+    event: Event<'_>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO call_events (call_id, seq, kind, at_ms, name, body) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO call_events (call_id, seq, kind, at_ms, name, body, interrupted) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(seq)
-    .bind(kind)
+    .bind(event.kind)
     .bind(at)
-    .bind(name)
-    .bind(body)
+    .bind(event.name)
+    .bind(event.body)
+    .bind(i64::from(event.interrupted))
     .execute(&mut **tx)
     .await
     .map_err(query_error(op))?;
