@@ -69,8 +69,6 @@ pub struct Pacer {
     waiting: VecDeque<[u8; PHONE_FRAME_BYTES]>,
     /// Marks waiting for the frame count (over the call) they follow.
     marks: VecDeque<(u64, QueuedMark)>,
-    /// Frames queued over the call (sent or waiting).
-    queued: u64,
     /// Frames sent over the call.
     sent: u64,
     /// When the provider will have played everything sent so far.
@@ -96,7 +94,6 @@ impl Pacer {
             lead,
             waiting: VecDeque::new(),
             marks: VecDeque::new(),
-            queued: 0,
             sent: 0,
             plays_until: None,
             positions_out: VecDeque::new(),
@@ -112,18 +109,18 @@ impl Pacer {
             return false;
         }
         self.waiting.push_back(frame);
-        self.queued += 1;
         true
     }
 
     /// Queues a mark after the frames queued so far.
     pub fn push_mark(&mut self, mark: QueuedMark) {
-        self.marks.push_back((self.queued, mark));
+        self.marks.push_back((self.queued_frames(), mark));
     }
 
-    /// Frames queued over the call so far (the position the next frame will take).
+    /// The position the next frame queued will take: frames sent over the call and those
+    /// waiting (frames a clear dropped never had a position).
     pub fn queued_frames(&self) -> u64 {
-        self.queued
+        self.sent + self.waiting.len() as u64
     }
 
     /// True while frames or marks wait to be sent.
@@ -425,6 +422,12 @@ mod tests {
         assert_eq!(pacer.played_frames(now), 10, "ten frames were sent");
         // The position mark sent before the clear is echoed by it: not a played position.
         assert!(!pacer.position_played("p10", now));
+        // What is queued next takes its place after what was sent, not after what was
+        // dropped: its marks go out with it.
+        pacer.push_frame(frame(1));
+        pacer.push_mark(QueuedMark::TurnEnd(2));
+        let sent = take(&mut pacer, now);
+        assert_eq!(sent.last(), Some(&Outgoing::Mark(QueuedMark::TurnEnd(2))));
     }
 
     #[test]

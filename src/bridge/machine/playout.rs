@@ -61,8 +61,8 @@ pub struct Playout {
     pacer: Pacer,
     /// Reused so the per-frame path does not allocate.
     pcm24k: Vec<u8>,
-    speaking: bool,
-    /// Where (in frames over the call) the current turn's audio began.
+    /// Where (in frames over the call) the audio of the turn the model is producing began;
+    /// `None` when it is not speaking.
     turn_began_at: Option<u64>,
     after: Option<AfterPlayout>,
     /// The playout mark for `after` is queued or sent.
@@ -80,12 +80,12 @@ impl Playout {
 
     /// True while the model is producing a turn (its audio may play on for a while after).
     pub fn speaking(&self) -> bool {
-        self.speaking
+        self.turn_began_at.is_some()
     }
 
     /// True while the caller is hearing, or is about to hear, the agent at `now`.
     pub fn audible(&self, now: Instant) -> bool {
-        self.speaking || self.pacer.audible_until(now).is_some()
+        self.speaking() || self.pacer.audible_until(now).is_some()
     }
 
     /// When the caller will have heard all the agent audio sent or waiting, if after `now`.
@@ -103,8 +103,7 @@ impl Playout {
         out: &mut Outbox,
     ) -> Result<(), base64::DecodeError> {
         protocol::decode_audio(base64, &mut self.pcm24k)?;
-        if !self.speaking {
-            self.speaking = true;
+        if !self.speaking() {
             self.turn_began_at = Some(self.pacer.queued_frames());
         }
         self.has_spoken = true;
@@ -146,20 +145,18 @@ impl Playout {
             out.phone(PhoneCommand::Mark(PLAYOUT_MARK));
         }
         timers.clear(Timer::Pace);
-        self.speaking = false;
         self.turn_began_at = None;
     }
 
     /// The model's turn is complete at `now`: the last partial frame is padded and queued,
     /// with a mark after it; a pending action's mark follows.
     pub fn finish_turn(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
-        if self.speaking {
+        if self.speaking() {
             self.downlink.finish_turn();
             self.move_frames();
             self.turns += 1;
             self.pacer.push_mark(QueuedMark::TurnEnd(self.turns));
         }
-        self.speaking = false;
         self.turn_began_at = None;
         if self.after.is_some() && !self.mark_queued {
             self.queue_playout_mark(now, timers);
@@ -170,10 +167,9 @@ impl Playout {
     /// Plays out what the model already said without waiting for its turn to end (before a
     /// resumption: an unfinished turn cannot be resumed, and the new session starts clean).
     pub fn cut(&mut self, now: Instant, timers: &mut Timers, out: &mut Outbox) {
-        if self.speaking {
+        if self.speaking() {
             self.downlink.finish_turn();
             self.move_frames();
-            self.speaking = false;
             self.turn_began_at = None;
             self.pump(now, timers, out);
         }
@@ -195,7 +191,7 @@ impl Playout {
         }
         self.after = Some(action);
         timers.set(Timer::Playout, deadline);
-        if !self.speaking {
+        if !self.speaking() {
             self.queue_playout_mark(now, timers);
             self.pump(now, timers, out);
         }
@@ -210,7 +206,7 @@ impl Playout {
 
     /// Stops the agent's audio (waiting here and at the provider) and plays `mulaw` instead.
     pub fn play_clip(&mut self, mulaw: &[u8], now: Instant, timers: &mut Timers, out: &mut Outbox) {
-        if self.speaking || self.pacer.has_waiting() || self.pacer.buffered(now) > Duration::ZERO {
+        if self.audible(now) || self.pacer.has_waiting() {
             self.interrupt(now, timers, out);
         }
         self.queue_mulaw(mulaw, now, timers, out);
@@ -284,7 +280,6 @@ impl Playout {
     pub fn clear(&mut self) {
         self.downlink.clear();
         self.pacer.reset();
-        self.speaking = false;
         self.turn_began_at = None;
     }
 

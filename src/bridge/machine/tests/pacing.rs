@@ -311,3 +311,41 @@ fn a_hang_up_after_a_long_queued_answer_waits_for_all_of_it() {
         deadline - t0
     );
 }
+
+#[test]
+fn after_a_barge_in_the_next_turn_still_gets_its_marks_and_its_hang_up() {
+    let mut m = paced();
+    let mut provider = Provider::default();
+    let t0 = Instant::now();
+    // Two seconds produced at once; the caller talks over it after half a second, so most
+    // of it is dropped before it was ever sent.
+    m.handle_gemini_frame(&model_audio(48_000), t0);
+    provider.hear(&drain(&mut m), t0);
+    let barge_in = t0 + Duration::from_millis(500);
+    run_timers(&mut m, &mut provider, t0, barge_in);
+    m.handle_gemini_frame(br#"{"serverContent":{"interrupted":true}}"#, barge_in);
+    drain(&mut m);
+
+    // The next answer, then the agent hangs up.
+    let next = barge_in + Duration::from_millis(300);
+    let mut provider = Provider::default();
+    let mut msg: Value = serde_json::from_slice(&model_audio(12_000)).unwrap();
+    msg["serverContent"]["outputTranscription"] = json!({"text": "Sorry, go ahead."});
+    m.handle_gemini_frame(msg.to_string().as_bytes(), next);
+    m.handle_after_playout(AfterPlayout::HangUp, next);
+    m.handle_gemini_frame(br#"{"serverContent":{"turnComplete":true}}"#, next);
+    let first = drain(&mut m);
+    provider.hear(&first, next);
+    let mut events = phone(&first);
+    let mut played_out = false;
+    for (_, out) in run_timers(&mut m, &mut provider, next, next + Duration::from_secs(2)) {
+        events.extend(phone(&out));
+        played_out |= out.contains(&Output::PlayedOut(AfterPlayout::HangUp));
+    }
+    assert!(events.contains(&"mark:turn-1".to_owned()), "{events:?}");
+    assert!(events.contains(&"mark:playout".to_owned()), "{events:?}");
+    assert!(
+        played_out,
+        "the hang-up waited for a mark that never went out"
+    );
+}
